@@ -1,0 +1,137 @@
+//! The stock Debian kernel the scenarios boot: exactly the package that
+//! `linux-image-cloud-amd64` depends on, fetched with `apt-get download` and unpacked
+//! with `dpkg -x` into the cache (neither needs root).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A kernel image and the module tree that goes with it.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub vmlinuz: PathBuf,
+    /// Root of the extracted package (holds `lib/modules/<release>`), or `None` for a
+    /// kernel with everything built in.
+    pub modules: Option<PathBuf>,
+    pub release: String,
+}
+
+/// The metapackage whose dependency we fetch; `ZE_KERNEL_META` overrides it
+/// (`linux-image-amd64` for the generic flavour).
+pub fn meta_package() -> String {
+    std::env::var("ZE_KERNEL_META").unwrap_or_else(|_| "linux-image-cloud-amd64".into())
+}
+
+/// The versioned package `meta` depends on, from `apt-cache depends`.
+pub fn resolve_package(meta: &str) -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["depends", meta])
+        .output()
+        .context("running apt-cache")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_depends(&text).with_context(|| {
+        format!(
+            "apt-cache depends {meta} names no linux-image package (run `apt-get update`?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// First `Depends: linux-image-…` line of `apt-cache depends` output.
+pub fn parse_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends: "))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .map(str::to_string)
+}
+
+/// The stock kernel, downloaded and unpacked once into the cache.
+pub fn stock() -> Result<Kernel> {
+    static K: OnceLock<Result<Kernel, String>> = OnceLock::new();
+    K.get_or_init(|| fetch(&crate::cache_dir().join("kernel")).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn fetch(cache: &Path) -> Result<Kernel> {
+    std::fs::create_dir_all(cache)?;
+    let pkg = resolve_package(&meta_package())?;
+    let dest = cache.join(&pkg);
+    // Parallel test processes share the cache: one downloads, the others wait.
+    let lock = std::fs::File::create(cache.join(".lock"))?;
+    lock.lock()?;
+    if !dest.join(".complete").exists() {
+        let tmp = cache.join(format!(".tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let st = Command::new("apt-get")
+            .args(["download", "-q", &pkg])
+            .current_dir(&tmp)
+            .status()
+            .context("running apt-get download")?;
+        if !st.success() {
+            bail!("apt-get download {pkg} failed");
+        }
+        let deb = std::fs::read_dir(&tmp)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download produced no .deb")?;
+        let x = tmp.join("x");
+        let st = Command::new("dpkg")
+            .args(["-x"])
+            .arg(&deb)
+            .arg(&x)
+            .status()
+            .context("running dpkg -x")?;
+        if !st.success() {
+            bail!("dpkg -x {} failed", deb.display());
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&x, &dest)?;
+        std::fs::write(dest.join(".complete"), &pkg)?;
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let vmlinuz = std::fs::read_dir(dest.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .context("package has no boot/vmlinuz-*")?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_string();
+    Ok(Kernel {
+        vmlinuz,
+        modules: Some(dest),
+        release,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_line_is_found() {
+        let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-48-cloud-amd64\n";
+        assert_eq!(
+            parse_depends(out).as_deref(),
+            Some("linux-image-6.1.0-48-cloud-amd64")
+        );
+        let alt = "x\n |Depends: <linux-image-virtual>\n  Depends: linux-image-6.1.0-9-amd64\n";
+        assert_eq!(
+            parse_depends(alt).as_deref(),
+            Some("linux-image-6.1.0-9-amd64")
+        );
+        assert_eq!(parse_depends("x\n  Depends: libc6\n"), None);
+    }
+}

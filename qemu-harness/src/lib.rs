@@ -1,0 +1,25 @@
+//! The QEMU harness: fetch a stock Debian kernel, build the initrd with `ze-pack`, boot
+//! it under TCG, and judge the result from outside — the serial console's lines, QEMU's
+//! exit, and (in later scenarios) the bytes on the virtual disks.
+#![deny(unsafe_code)]
+
+pub mod artifacts;
+pub mod kernel;
+pub mod prereq;
+pub mod qemu;
+pub mod rundir;
+
+/// The workspace root (this crate's parent directory).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent directory")
+        .to_path_buf()
+}
+
+/// Where downloads and builds are cached: `$ZE_CACHE`, else `<workspace>/target/ze-cache`.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("ZE_CACHE")
+        .map(Into::into)
+        .unwrap_or_else(|| workspace_root().join("target/ze-cache"))
+}
