@@ -28,7 +28,11 @@ fn prints_the_parsed_configuration_as_json() {
     assert_eq!(doc["warnings"][0], "unknown key ze.colour ignored");
     // The warning also reaches the log (stderr), once.
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.matches("unknown key ze.colour ignored").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("unknown key ze.colour ignored").count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
