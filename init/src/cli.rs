@@ -19,6 +19,7 @@ const USAGE: &str = "usage: ze-init <command> [options]
 
 commands:
   plan      print the parsed configuration as JSON; writes nothing
+  install   download the image and write it to --target (no reboot)
 
 options:
   --cmdline \"…\"        kernel command line to use (default: none; PID 1 reads /proc/cmdline)
@@ -28,6 +29,7 @@ options:
   --sys-root DIR       sysfs root (default /sys)
   --dev-root DIR       /dev root (default /dev)
   --proc-root DIR      procfs root (default /proc)
+  --target PATH        install: block device or file to write (a missing file is created)
 ";
 
 /// Parsed host-mode arguments.
@@ -37,6 +39,7 @@ pub struct Args {
     /// The effective command line: `--cmdline` plus the flags turned into parameters.
     pub cmdline: String,
     pub env: Env,
+    pub target: Option<PathBuf>,
 }
 
 pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
@@ -46,6 +49,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut cmdline = String::new();
     let mut extra = Vec::new();
     let mut env = Env::real();
+    let mut target = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if command.is_none() => command = Some(v.string().map_err(|e| e.to_string())?),
@@ -61,6 +65,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
             Long("proc-root") => {
                 env.proc_root = PathBuf::from(p.value().map_err(|e| e.to_string())?)
             }
+            Long("target") => target = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
                 let key = match flag {
@@ -90,6 +95,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
         command,
         cmdline,
         env,
+        target,
     })
 }
 
@@ -109,6 +115,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     };
     let result = match args.command.as_str() {
         "plan" => plan(&args),
+        "install" => install(&args),
         other => {
             eprintln!("ze-init: unknown command {other:?}\n\n{USAGE}");
             return 2;
@@ -137,6 +144,34 @@ fn plan(args: &Args) -> Result<(), Fatal> {
         "{}",
         serde_json::to_string_pretty(&doc).expect("JSON of plain data")
     );
+    Ok(())
+}
+
+fn install(args: &Args) -> Result<(), Fatal> {
+    use crate::install;
+    let parsed = config::from_cmdline(&args.cmdline).map_err(|e| Fatal::new("config", e))?;
+    logger::set_level(parsed.config.log.to_filter());
+    for w in &parsed.warnings {
+        log::warn!("{w}");
+    }
+    let cfg = &parsed.config;
+    let target = args
+        .target
+        .as_deref()
+        .ok_or_else(|| Fatal::new("disk", "host mode needs --target PATH"))?;
+    if cfg.source != config::Source::Http {
+        return Err(Fatal::new(
+            "config",
+            "ze.source: host-mode install supports http only",
+        ));
+    }
+    let client = install::client(cfg);
+    let expected = install::expected_digest(cfg, &client)?;
+    let _database = install::fetch_database(&client)?;
+    let progress = crate::write::Progress::new();
+    let (outcome, _target) =
+        install::download_and_write(cfg, &client, target, expected, &progress)?;
+    logger::marker(&install::done_line(&cfg.image, &outcome));
     Ok(())
 }
 

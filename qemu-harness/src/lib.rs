@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod prereq;
 pub mod qemu;
 pub mod rundir;
+pub mod server;
 
 /// The workspace root (this crate's parent directory).
 pub fn workspace_root() -> std::path::PathBuf {

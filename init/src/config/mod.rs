@@ -26,6 +26,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("ze.rescue-auth", "-"),
     ("ze.sha256", "-"),
     ("ze.log", "info"),
+    ("ze.stall-timeout", "60"),
 ];
 
 /// Other keys we read from the command line.
@@ -156,6 +157,8 @@ pub struct Config {
     pub rescue_auth: Option<Secret>,
     pub sha256: Option<String>,
     pub log: LogLevel,
+    /// Seconds without a byte before a download counts as stalled.
+    pub stall_timeout: u32,
     pub ip: IpConfig,
     pub answers: Option<Answers>,
 }
@@ -175,6 +178,7 @@ impl Default for Config {
             rescue_auth: None,
             sha256: None,
             log: LogLevel::Info,
+            stall_timeout: 60,
             ip: IpConfig::default(),
             answers: None,
         }
@@ -311,6 +315,13 @@ pub fn apply(
                 "error" => LogLevel::Error,
                 _ => return Err(bad("is not a log level; use debug, info, warn or error")),
             }
+        }
+        "ze.stall-timeout" => {
+            c.stall_timeout = value
+                .parse()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| bad("is not a number of seconds (1-3600)"))?
         }
         "ip" => c.ip = ip::parse(value).map_err(|why| invalid(key, why))?,
         "kldload.answers" => {

@@ -38,6 +38,7 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.rescue_auth, None);
     assert_eq!(c.sha256, None);
     assert_eq!(c.log, LogLevel::Info);
+    assert_eq!(c.stall_timeout, 60);
     assert_eq!(c.ip, IpConfig::Dhcp { device: None });
     assert_eq!(c.answers, None);
 }
@@ -48,7 +49,7 @@ fn every_key_is_applied() {
         "ze.port=8080 ze.image=prod-1.2+x_y.img.gz ze.target=/dev/nvme0n1 ze.wait=0 \
          ze.mac=52-54-00-AB-cd-EF ze.sha256={} ze.log=debug ze.rescue-auth={PHC} \
          ze.shell-auth={} ip=10.0.2.15::10.0.2.2:255.255.255.0:n1:eth0:off \
-         kldload.answers=http://10.0.2.2/a.env",
+         kldload.answers=http://10.0.2.2/a.env ze.stall-timeout=2",
         "A".repeat(64),
         "b".repeat(64),
     ));
@@ -59,6 +60,7 @@ fn every_key_is_applied() {
     assert_eq!(c.mac.unwrap().to_string(), "52:54:00:ab:cd:ef");
     assert_eq!(c.sha256, Some("a".repeat(64)));
     assert_eq!(c.log, LogLevel::Debug);
+    assert_eq!(c.stall_timeout, 2);
     assert_eq!(c.rescue_auth.as_ref().unwrap().expose(), PHC);
     assert_eq!(c.shell_auth.as_ref().unwrap().expose(), "b".repeat(64));
     assert!(matches!(c.ip, IpConfig::Static(ref s) if s.prefix == 24));
@@ -153,6 +155,9 @@ fn invalid_values_name_the_key() {
         ("ze.sha256=xyz", "ze.sha256", "sha256 hex"),
         ("ze.log=trace", "ze.log", "is not a log level"),
         ("ze.log=INFO", "ze.log", "is not a log level"),
+        ("ze.stall-timeout=0", "ze.stall-timeout", "1-3600"),
+        ("ze.stall-timeout=3601", "ze.stall-timeout", "1-3600"),
+        ("ze.stall-timeout=1.5", "ze.stall-timeout", "1-3600"),
         (
             "ip=10.0.2.15::gw:255.255.255.0:h:eth0:off",
             "ip",

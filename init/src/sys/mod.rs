@@ -3,6 +3,8 @@
 //! unsafe block carries a `SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod block;
+
 use nix::errno::Errno;
 use std::fs::File;
 use std::io;

@@ -1,0 +1,201 @@
+//! The HTTP install after the network is up: checksum, database, image, write. Shared
+//! by PID 1 (`boot.rs`) and host mode (`ze-init install`).
+
+use crate::boot::Fatal;
+use crate::config::Config;
+use crate::disk::human_size;
+use crate::source::http::{Client, HttpError, Settings};
+use crate::write::{self, Options, Outcome, Progress, Target, WriteError};
+use std::path::Path;
+use std::time::Duration;
+
+/// The largest database we accept (it is held in memory until the image is written).
+pub const DATABASE_LIMIT: u64 = 64 << 20;
+const SIDECAR_LIMIT: u64 = 4096;
+
+pub const DATABASE_PATH: &str = "/install/database.zefs";
+
+pub fn image_path(image: &str) -> String {
+    format!("/install/image/{image}")
+}
+
+/// The HTTP client for `ze.server:ze.port` with the configured stall timeout.
+pub fn client(cfg: &Config) -> Client {
+    let server = cfg.server.expect("checked: http source has a server");
+    Client::new(
+        &format!("http://{server}:{}", cfg.port),
+        Settings {
+            stall: Duration::from_secs(cfg.stall_timeout.into()),
+            ..Settings::default()
+        },
+    )
+}
+
+/// First field of a `sha256sum`-style sidecar, validated.
+pub fn parse_sidecar(text: &str) -> Result<String, String> {
+    let field = text.split_whitespace().next().unwrap_or("");
+    if field.len() == 64 && field.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(field.to_ascii_lowercase())
+    } else {
+        Err(format!("{field:?} is not a sha256 hex digest"))
+    }
+}
+
+/// The digest to verify against: `ze.sha256`, else the server's sidecar, else none
+/// (warned loudly: the seed installer writes unverified images too, but nobody should).
+pub fn expected_digest(cfg: &Config, client: &Client) -> Result<Option<String>, Fatal> {
+    if let Some(d) = &cfg.sha256 {
+        log::info!("checksum from ze.sha256: {d}");
+        return Ok(Some(d.clone()));
+    }
+    let path = format!("{}.sha256", image_path(&cfg.image));
+    match client.fetch(&path, SIDECAR_LIMIT) {
+        Ok(Some(body)) => {
+            let text = String::from_utf8_lossy(&body);
+            let d = parse_sidecar(&text)
+                .map_err(|e| Fatal::new("download", format!("{}: {e}", client.url(&path))))?;
+            log::info!("checksum from {}: {d}", client.url(&path));
+            Ok(Some(d))
+        }
+        Ok(None) => {
+            log::warn!(
+                "NO CHECKSUM: {} is missing and ze.sha256 is not set; the image will be written UNVERIFIED",
+                client.url(&path)
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Fatal::new("download", e)),
+    }
+}
+
+/// Fetches the database before any byte is written, so a missing one fails the install
+/// while the disk is untouched.
+pub fn fetch_database(client: &Client) -> Result<Vec<u8>, Fatal> {
+    match client.fetch(DATABASE_PATH, DATABASE_LIMIT) {
+        Ok(Some(db)) => {
+            log::info!(
+                "database: {} bytes from {}",
+                db.len(),
+                client.url(DATABASE_PATH)
+            );
+            Ok(db)
+        }
+        Ok(None) => Err(Fatal::new(
+            "download",
+            format!(
+                "GET {}: 404 Not Found (a network install needs the database)",
+                client.url(DATABASE_PATH)
+            ),
+        )),
+        Err(e) => Err(Fatal::new("download", e)),
+    }
+}
+
+/// Opens the target and refuses, before writing anything, one too small for the image.
+pub fn open_target(path: &Path, stored_len: Option<u64>) -> Result<Target, Fatal> {
+    let t =
+        Target::open(path).map_err(|e| Fatal::new("disk", format!("{}: {e}", path.display())))?;
+    // The stored size is a lower bound of the image size (equal for a raw image).
+    if let (Some(cap), Some(need)) = (t.size(), stored_len)
+        && cap < need
+    {
+        return Err(Fatal::new(
+            "disk",
+            format!(
+                "{} is {}, the image needs at least {} ({need} bytes); nothing was written",
+                path.display(),
+                human_size(cap),
+                human_size(need)
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// Downloads and writes the image. Failures name their stage: `download`, `write` or
+/// `verify`.
+pub fn download_and_write(
+    cfg: &Config,
+    client: &Client,
+    target_path: &Path,
+    expected: Option<String>,
+    progress: &Progress,
+) -> Result<(Outcome, Target), Fatal> {
+    let path = image_path(&cfg.image);
+    let mut dl = client.open(&path).map_err(|e| Fatal::new("download", e))?;
+    log::info!(
+        "image: {} ({})",
+        dl.url(),
+        dl.total()
+            .map(human_size)
+            .unwrap_or_else(|| "size unknown".into())
+    );
+    let mut target = open_target(target_path, dl.total())?;
+    progress.set_total(dl.total());
+    let opts = Options {
+        expected_sha256: expected,
+        label: cfg.image.clone(),
+        ..Options::default()
+    };
+    let outcome =
+        write::write_image(&mut dl, &mut target, &opts, progress).map_err(|e| match e {
+            WriteError::Source(io) => Fatal::new("download", source_message(io)),
+            WriteError::Digest { .. } => Fatal::new("verify", e),
+            other => Fatal::new("write", other),
+        })?;
+    Ok((outcome, target))
+}
+
+fn source_message(e: std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<HttpError>()) {
+        Some(h) => h.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// `[ze-install] DONE image=… sha256=… bytes=… seconds=… MB/s=…`
+pub fn done_line(image: &str, o: &Outcome) -> String {
+    let rate = if o.seconds > 0.0 {
+        o.image_bytes as f64 / o.seconds / 1e6
+    } else {
+        0.0
+    };
+    format!(
+        "DONE image={image} sha256={} bytes={} seconds={:.1} MB/s={rate:.1}{}",
+        o.sha256,
+        o.image_bytes,
+        o.seconds,
+        if o.verified { "" } else { " verified=no" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_takes_the_first_field() {
+        let d = "A".repeat(64);
+        assert_eq!(parse_sidecar(&format!("{d}  ze.img\n")), Ok("a".repeat(64)));
+        assert!(parse_sidecar("").is_err());
+        assert!(parse_sidecar("abc ze.img").unwrap_err().contains("\"abc\""));
+    }
+
+    #[test]
+    fn done_line_has_every_field() {
+        let o = Outcome {
+            stored_bytes: 10,
+            image_bytes: 2_000_000,
+            sha256: "ab".into(),
+            gzip: false,
+            verified: true,
+            zeroed_bytes: 0,
+            restarts: 0,
+            seconds: 2.0,
+        };
+        assert_eq!(
+            done_line("ze.img", &o),
+            "DONE image=ze.img sha256=ab bytes=2000000 seconds=2.0 MB/s=1.0"
+        );
+    }
+}
