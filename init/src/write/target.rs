@@ -207,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn invalidate_zeroes_the_first_mib() {
+    fn invalidate_zeroes_the_first_and_last_mib_of_a_fixed_size_target() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("old.img");
         std::fs::write(&q, vec![0xAAu8; 3 << 20]).unwrap();
@@ -215,7 +215,8 @@ mod tests {
         t.invalidate().unwrap();
         let data = std::fs::read(&q).unwrap();
         assert!(data[..1 << 20].iter().all(|b| *b == 0));
-        assert!(data[1 << 20..].iter().all(|b| *b == 0xAA));
+        assert!(data[1 << 20..2 << 20].iter().all(|b| *b == 0xAA));
+        assert!(data[2 << 20..].iter().all(|b| *b == 0));
     }
 
     #[test]
