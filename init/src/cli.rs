@@ -2,15 +2,16 @@
 //! operators checking a command line before they boot it.
 //!
 //! ```text
-//! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
+//! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--answers FILE] [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
 //! ```
 //!
 //! Every `ze.<key>` parameter is also a flag `--<key>` (`--server 10.0.2.2`, `--port
 //! 8080`), as are `--ip` and `--kldload-answers`; flags are applied after `--cmdline`, so
-//! they win.
+//! they win. `--answers FILE` is read as the initrd's answers file; host mode reads no
+//! answers file without it.
 
-use crate::boot::{Env, Fatal};
-use crate::config::{self, KEYS};
+use crate::boot::{self, Env, Fatal};
+use crate::config::{self, ConfigBuilder, KEYS};
 use crate::logger;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ options:
   --<key> VALUE        any ze.<key> parameter, e.g. --server 10.0.2.2 --port 8080
   --ip VALUE           the kernel ip= parameter
   --kldload-answers V  kldload.answers=
+  --answers FILE       a kldload answers file, read as the initrd's (below the command line)
   --sys-root DIR       sysfs root (default /sys)
   --dev-root DIR       /dev root (default /dev)
   --proc-root DIR      procfs root (default /proc)
@@ -36,6 +38,8 @@ pub struct Args {
     pub command: String,
     /// The effective command line: `--cmdline` plus the flags turned into parameters.
     pub cmdline: String,
+    /// `--answers FILE`: ranks as the initrd's answers file.
+    pub answers: Option<PathBuf>,
     pub env: Env,
 }
 
@@ -46,6 +50,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut cmdline = String::new();
     let mut extra = Vec::new();
     let mut env = Env::real();
+    let mut answers = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if command.is_none() => command = Some(v.string().map_err(|e| e.to_string())?),
@@ -61,6 +66,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
             Long("proc-root") => {
                 env.proc_root = PathBuf::from(p.value().map_err(|e| e.to_string())?)
             }
+            Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
                 let key = match flag {
@@ -89,6 +95,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     Ok(Args {
         command,
         cmdline,
+        answers,
         env,
     })
 }
@@ -124,13 +131,28 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 }
 
 fn plan(args: &Args) -> Result<(), Fatal> {
-    let parsed = config::from_cmdline(&args.cmdline).map_err(|e| Fatal::new("config", e))?;
+    let mut builder = ConfigBuilder::new();
+    if let Some(path) = &args.answers {
+        boot::read_initrd_answers(&mut builder, path, true)?;
+    }
+    builder.add_cmdline(&args.cmdline);
+    let mut parsed = builder.build().map_err(|e| Fatal::new("config", e))?;
+    if let (Some(a), true) = (&parsed.config.answers, builder.url_answers_pending()) {
+        let what = match a {
+            config::Answers::Auto => "the per-machine answers file".to_string(),
+            config::Answers::Url(u) => u.clone(),
+        };
+        parsed.warnings.push(format!(
+            "kldload.answers: {what} is fetched at boot, once the network is up; this plan does not include it"
+        ));
+    }
     logger::set_level(parsed.config.log.to_filter());
     for w in &parsed.warnings {
         log::warn!("{w}");
     }
     let doc = serde_json::json!({
         "config": parsed.config,
+        "sources": parsed.sources,
         "warnings": parsed.warnings,
     });
     println!(
