@@ -2,10 +2,10 @@
 //! succeed returns its error with `?` and becomes the single FATAL line; a best-effort
 //! stage logs a warning and the sequence goes on.
 
-use crate::config::{self, Parsed};
+use crate::config::{ConfigBuilder, ConfigError, MergeError, Parsed, answers};
 use crate::{disk, logger, modules, net};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The roots of the real (or fixture) system. Only `main`/`pid1` name the real paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub struct Env {
     pub dev_root: PathBuf,
     /// Where the packer's module bundle lives.
     pub bundle: PathBuf,
+    /// The answers file baked into the initrd (`ze-pack initrd --answers`); absent is fine.
+    pub answers: PathBuf,
 }
 
 impl Env {
@@ -24,6 +26,7 @@ impl Env {
             sys_root: "/sys".into(),
             dev_root: "/dev".into(),
             bundle: PathBuf::from("/").join(modules::BUNDLE_DIR),
+            answers: answers::INITRD_PATH.into(),
         }
     }
 }
@@ -50,17 +53,120 @@ impl fmt::Display for Fatal {
     }
 }
 
-/// Reads and validates the kernel command line.
-pub fn configure(env: &Env) -> Result<Parsed, Fatal> {
+/// The configuration so far, and every source it was built from, so that a source that
+/// arrives later (ISO media, the `kldload.answers` file) is merged at its own rank.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub builder: ConfigBuilder,
+    pub parsed: Parsed,
+}
+
+impl Configured {
+    /// After the ISO media is mounted: merge its `/ze-install/autoinstall.env`
+    /// ([`answers::ISO_PATH`]) if it has one. `file` names it in messages, e.g.
+    /// `"/ze-install/autoinstall.env on /dev/sr0"`.
+    pub fn merge_iso_answers(&mut self, file: &str, bytes: &[u8]) -> Result<(), Fatal> {
+        let parsed = self
+            .builder
+            .merge_iso_answers(file, bytes)
+            .map_err(merge_fatal)?;
+        log::info!("answers: merged {file}");
+        self.update(parsed);
+        Ok(())
+    }
+
+    /// After the network is up and [`answers::fetch_answers`] found a file: merge it. If
+    /// `self.parsed.config.ip` changed, the network stage must apply the new one.
+    pub fn merge_url_answers(&mut self, url: &str, bytes: &[u8]) -> Result<(), Fatal> {
+        let parsed = self
+            .builder
+            .merge_url_answers(url, bytes)
+            .map_err(merge_fatal)?;
+        log::info!("answers: merged {url}");
+        self.update(parsed);
+        Ok(())
+    }
+
+    /// `kldload.answers=auto` found no file (404 on every URL): settle without one.
+    pub fn no_url_answers(&mut self) -> Result<(), Fatal> {
+        let parsed = self.builder.no_url_answers().map_err(config_fatal)?;
+        log::info!("answers: no per-machine or default answers file on the server");
+        self.update(parsed);
+        Ok(())
+    }
+
+    fn update(&mut self, parsed: Parsed) {
+        report(Some(&self.parsed), &parsed);
+        self.parsed = parsed;
+    }
+}
+
+fn config_fatal(e: ConfigError) -> Fatal {
+    Fatal::new("config", e)
+}
+
+fn merge_fatal(e: MergeError) -> Fatal {
+    Fatal::new("config", e)
+}
+
+/// Applies the log level and logs the warnings `before` did not already have.
+fn report(before: Option<&Parsed>, parsed: &Parsed) {
+    logger::set_level(parsed.config.log.to_filter());
+    for w in &parsed.warnings {
+        if !before.is_some_and(|b| b.warnings.contains(w)) {
+            log::warn!("{w}");
+        }
+    }
+}
+
+/// Reads an answers file into `builder` as the initrd's. A missing file is fine when
+/// `required` is false (PID 1: most initrds have none).
+pub fn read_initrd_answers(
+    builder: &mut ConfigBuilder,
+    path: &Path,
+    required: bool,
+) -> Result<(), Fatal> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            log::debug!("answers: no {}", path.display());
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Fatal::new(
+                "config",
+                format!("reading {}: {e}", path.display()),
+            ));
+        }
+    };
+    let name = path.display().to_string();
+    builder
+        .add_initrd_answers(&name, &bytes)
+        .map_err(|e| Fatal::new("config", e))?;
+    log::info!("answers: read {name}");
+    Ok(())
+}
+
+/// Reads the initrd's answers file and the kernel command line, and validates them.
+pub fn configure(env: &Env) -> Result<Configured, Fatal> {
     let path = env.proc_root.join("cmdline");
     let line = std::fs::read_to_string(&path)
         .map_err(|e| Fatal::new("config", format!("reading {}: {e}", path.display())))?;
-    let parsed = config::from_cmdline(&line).map_err(|e| Fatal::new("config", e))?;
-    logger::set_level(parsed.config.log.to_filter());
-    for w in &parsed.warnings {
-        log::warn!("{w}");
+    configure_from(Some((&env.answers, false)), &line)
+}
+
+/// Builds the configuration from an answers file read as the initrd's (`(path,
+/// required)`; a missing optional file is fine) and a command line, applies the log level
+/// and logs the warnings. PID 1 and host mode share it.
+pub fn configure_from(answers: Option<(&Path, bool)>, cmdline: &str) -> Result<Configured, Fatal> {
+    let mut builder = ConfigBuilder::new();
+    if let Some((path, required)) = answers {
+        read_initrd_answers(&mut builder, path, required)?;
     }
-    Ok(parsed)
+    builder.add_cmdline(cmdline);
+    let parsed = builder.build().map_err(config_fatal)?;
+    report(None, &parsed);
+    Ok(Configured { builder, parsed })
 }
 
 /// Loads the bundled modules the hardware needs. Best effort: the caller only warns.
@@ -127,15 +233,106 @@ pub fn print_inventory(env: &Env, parsed: &Parsed) {
     }
     let json = serde_json::to_string(&parsed.config).unwrap_or_default();
     log::info!("config: {json}");
+    let json = serde_json::to_string(&parsed.sources).unwrap_or_default();
+    log::debug!("config sources: {json}");
 }
 
 /// The whole sequence. Until the network and install stages land it ends after the
 /// inventory, and the caller prints READY and powers off.
 pub fn run(env: &Env) -> Result<(), Fatal> {
-    let parsed = configure(env)?;
+    let configured = configure(env)?;
     if let Err(e) = load_modules(env) {
         log::warn!("loading modules: {e}");
     }
-    print_inventory(env, &parsed);
+    print_inventory(env, &configured.parsed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(dir: &Path, cmdline: &str, answers: Option<&str>) -> Env {
+        std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+        let file = dir.join("autoinstall.env");
+        if let Some(a) = answers {
+            std::fs::write(&file, a).unwrap();
+        }
+        Env {
+            proc_root: dir.into(),
+            sys_root: dir.join("sys"),
+            dev_root: dir.join("dev"),
+            bundle: dir.join("bundle"),
+            answers: file,
+        }
+    }
+
+    #[test]
+    fn configure_reads_the_initrd_answers_file_below_the_cmdline() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = env(
+            dir.path(),
+            "ze.server=10.0.2.2 ze.image=cmd.img\n",
+            Some("ZE_IMAGE=file.img\nKLDLOAD_DISK=/dev/vdb\n"),
+        );
+        let c = configure(&e).unwrap();
+        assert_eq!(c.parsed.config.image, "cmd.img");
+        assert_eq!(c.parsed.config.target.as_deref(), Some("/dev/vdb"));
+        let by = &c.parsed.sources["target"];
+        assert_eq!(by.origin.file.as_deref(), e.answers.to_str());
+    }
+
+    #[test]
+    fn configure_without_an_answers_file_is_the_cmdline_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = configure(&env(dir.path(), "ze.server=10.0.2.2", None)).unwrap();
+        assert_eq!(c.parsed.config.target, None);
+    }
+
+    #[test]
+    fn a_bad_initrd_answers_file_is_a_config_fatal_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = env(
+            dir.path(),
+            "ze.server=10.0.2.2",
+            Some("A=1\nKLDLOAD_DISK=/dev/sda1\n"),
+        );
+        let f = configure(&e).unwrap_err();
+        assert_eq!(f.stage, "config");
+        assert_eq!(
+            f.message,
+            format!(
+                "KLDLOAD_DISK ({} line 2): \"/dev/sda1\" is a partition; give the whole disk",
+                e.answers.display()
+            )
+        );
+    }
+
+    #[test]
+    fn later_sources_merge_at_their_own_rank() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = configure(&env(
+            dir.path(),
+            "ze.server=10.0.2.2 kldload.answers=auto ze.image=cmd.img",
+            Some("KLDLOAD_DISK=/dev/vda\n"),
+        ))
+        .unwrap();
+        c.merge_iso_answers("iso", b"KLDLOAD_DISK=/dev/vdb\n")
+            .unwrap();
+        assert_eq!(c.parsed.config.target.as_deref(), Some("/dev/vdb"));
+        c.merge_url_answers(
+            "http://s/a.env",
+            b"KLDLOAD_DISK=/dev/vdc\nZE_IMAGE=url.img\n",
+        )
+        .unwrap();
+        assert_eq!(c.parsed.config.target.as_deref(), Some("/dev/vdc"));
+        assert_eq!(c.parsed.config.image, "cmd.img");
+        let f = c
+            .merge_url_answers("http://s/a.env", b"ZE_PORT=0\n")
+            .unwrap_err();
+        assert!(
+            f.message.starts_with("ZE_PORT (http://s/a.env line 1)"),
+            "{f}"
+        );
+    }
 }

@@ -2,14 +2,15 @@
 //! operators checking a command line before they boot it.
 //!
 //! ```text
-//! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
+//! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--answers FILE] [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
 //! ```
 //!
 //! Every `ze.<key>` parameter is also a flag `--<key>` (`--server 10.0.2.2`, `--port
 //! 8080`), as are `--ip` and `--kldload-answers`; flags are applied after `--cmdline`, so
-//! they win.
+//! they win. `--answers FILE` is read as the initrd's answers file; host mode reads no
+//! answers file without it.
 
-use crate::boot::{Env, Fatal};
+use crate::boot::{self, Env, Fatal};
 use crate::config::{self, KEYS};
 use crate::logger;
 use std::ffi::OsString;
@@ -26,6 +27,7 @@ options:
   --<key> VALUE        any ze.<key> parameter, e.g. --server 10.0.2.2 --port 8080
   --ip VALUE           the kernel ip= parameter
   --kldload-answers V  kldload.answers=
+  --answers FILE       a kldload answers file, read as the initrd's (below the command line)
   --sys-root DIR       sysfs root (default /sys)
   --dev-root DIR       /dev root (default /dev)
   --proc-root DIR      procfs root (default /proc)
@@ -38,6 +40,8 @@ pub struct Args {
     pub command: String,
     /// The effective command line: `--cmdline` plus the flags turned into parameters.
     pub cmdline: String,
+    /// `--answers FILE`: ranks as the initrd's answers file.
+    pub answers: Option<PathBuf>,
     pub env: Env,
     pub target: Option<PathBuf>,
 }
@@ -50,6 +54,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut extra = Vec::new();
     let mut env = Env::real();
     let mut target = None;
+    let mut answers = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if command.is_none() => command = Some(v.string().map_err(|e| e.to_string())?),
@@ -66,6 +71,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
                 env.proc_root = PathBuf::from(p.value().map_err(|e| e.to_string())?)
             }
             Long("target") => target = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
+            Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
                 let key = match flag {
@@ -94,6 +100,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     Ok(Args {
         command,
         cmdline,
+        answers,
         env,
         target,
     })
@@ -130,14 +137,31 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     }
 }
 
+/// The configuration from `--answers` and `--cmdline`/flags, warnings logged.
+fn configure(args: &Args) -> Result<boot::Configured, Fatal> {
+    boot::configure_from(args.answers.as_deref().map(|p| (p, true)), &args.cmdline)
+}
+
 fn plan(args: &Args) -> Result<(), Fatal> {
-    let parsed = config::from_cmdline(&args.cmdline).map_err(|e| Fatal::new("config", e))?;
-    logger::set_level(parsed.config.log.to_filter());
-    for w in &parsed.warnings {
+    let configured = configure(args)?;
+    let mut parsed = configured.parsed;
+    if let (Some(a), true) = (
+        &parsed.config.answers,
+        configured.builder.url_answers_pending(),
+    ) {
+        let what = match a {
+            config::Answers::Auto => "the per-machine answers file".to_string(),
+            config::Answers::Url(u) => u.clone(),
+        };
+        let w = format!(
+            "kldload.answers: {what} is fetched at boot, once the network is up; this plan does not include it"
+        );
         log::warn!("{w}");
+        parsed.warnings.push(w);
     }
     let doc = serde_json::json!({
         "config": parsed.config,
+        "sources": parsed.sources,
         "warnings": parsed.warnings,
     });
     println!(
@@ -149,11 +173,7 @@ fn plan(args: &Args) -> Result<(), Fatal> {
 
 fn install(args: &Args) -> Result<(), Fatal> {
     use crate::install;
-    let parsed = config::from_cmdline(&args.cmdline).map_err(|e| Fatal::new("config", e))?;
-    logger::set_level(parsed.config.log.to_filter());
-    for w in &parsed.warnings {
-        log::warn!("{w}");
-    }
+    let parsed = configure(args)?.parsed;
     let cfg = &parsed.config;
     let target = args
         .target
@@ -163,6 +183,13 @@ fn install(args: &Args) -> Result<(), Fatal> {
         return Err(Fatal::new(
             "config",
             "ze.source: host-mode install supports http only",
+        ));
+    }
+    if cfg.server.is_none() {
+        // Only possible while a kldload.answers file could still supply ZE_SERVER.
+        return Err(Fatal::new(
+            "config",
+            "ze.server: is required when ze.source=http",
         ));
     }
     let client = install::client(cfg);

@@ -57,3 +57,85 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("usage:"));
 }
+
+#[test]
+fn answers_file_ranks_below_the_cmdline_and_sources_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web-01.env");
+    std::fs::write(
+        &file,
+        "# web-01\nKLDLOAD_DISK=/dev/vdb\nZE_IMAGE=file.img\nKLDLOAD_PROFILE=server\n",
+    )
+    .unwrap();
+    let o = plan(&[
+        "--answers",
+        file.to_str().unwrap(),
+        "--cmdline",
+        "ze.server=10.0.2.2 ze.image=cmd.img",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["config"]["target"], "/dev/vdb");
+    assert_eq!(doc["config"]["image"], "cmd.img");
+    assert_eq!(doc["sources"]["target"]["from"], "initrd-answers");
+    assert_eq!(doc["sources"]["target"]["file"], file.to_str().unwrap());
+    assert_eq!(doc["sources"]["target"]["line"], 2);
+    assert_eq!(doc["sources"]["target"]["key"], "KLDLOAD_DISK");
+    assert_eq!(doc["sources"]["image"]["from"], "cmdline");
+    assert_eq!(
+        doc["warnings"][0],
+        "not applicable to an image install, ignored: KLDLOAD_PROFILE"
+    );
+}
+
+#[test]
+fn answers_file_error_is_one_fatal_line_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.env");
+    std::fs::write(&file, "A=1\nKLDLOAD_DISK=/dev/sda1\n").unwrap();
+    let o = plan(&[
+        "--answers",
+        file.to_str().unwrap(),
+        "--cmdline",
+        "ze.server=10.0.2.2",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let fatal: Vec<&str> = err.lines().filter(|l| l.contains("FATAL")).collect();
+    assert_eq!(
+        fatal,
+        vec![format!(
+            "[ze-install] FATAL: config: KLDLOAD_DISK ({} line 2): \"/dev/sda1\" is a partition; give the whole disk",
+            file.display()
+        )]
+    );
+    // A file given explicitly must exist.
+    let o = plan(&["--answers", "/nonexistent/a.env", "--server", "10.0.2.2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("FATAL: config: reading /nonexistent/a.env")
+    );
+}
+
+#[test]
+fn password_never_reaches_stdout_or_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.env");
+    std::fs::write(
+        &file,
+        "KLDLOAD_PASSWORD='hunter2'\nKLDLOAD_USERNAME=admin\nKLDLOAD_DISK=/dev/vda\n",
+    )
+    .unwrap();
+    for cmdline in [
+        "ze.server=10.0.2.2 ze.log=debug kldload.password=hunter2",
+        "ze.server=10.0.2.2 ze.port=0",
+    ] {
+        let o = plan(&["--answers", file.to_str().unwrap(), "--cmdline", cmdline]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+}

@@ -6,7 +6,9 @@
 //! with autoconf `off`/`none`, which we apply ourselves without DHCP. Fields after
 //! `autoconf` are optional; the NTP server is accepted and ignored.
 
-use serde::Serialize;
+use super::Mac;
+use serde::{Serialize, Serializer};
+use std::fmt;
 use std::net::Ipv4Addr;
 
 /// How the installer configures its network.
@@ -15,7 +17,7 @@ use std::net::Ipv4Addr;
 pub enum IpConfig {
     /// DHCP, on every candidate interface or only on `device`.
     Dhcp {
-        device: Option<String>,
+        device: Option<Device>,
     },
     Static(StaticIp),
 }
@@ -32,9 +34,45 @@ pub struct StaticIp {
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
     pub hostname: Option<String>,
-    /// Interface name; `None` means the first usable ethernet interface.
-    pub device: Option<String>,
+    /// The interface; `None` means the first usable ethernet interface.
+    pub device: Option<Device>,
     pub dns: Vec<Ipv4Addr>,
+}
+
+/// An interface, by kernel name (`ip=`, `KLDLOAD_NET_IFACE=eth0`) or by MAC address
+/// (`KLDLOAD_NET_IFACE=52:54:00:12:34:56`). The initrd has no udev, so names are the
+/// kernel's (`eth0`), not systemd's predictable names (`enp1s0`); a MAC is the stable
+/// choice. Prints and serializes as the bare name or the MAC with colons (a name cannot
+/// contain `:`, so the two never collide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Name(String),
+    Mac(Mac),
+}
+
+impl Device {
+    /// A MAC address (six hex octets, `:` or `-`) or else a valid interface name.
+    pub fn parse(s: &str) -> Option<Device> {
+        if let Some(m) = Mac::parse(s) {
+            return Some(Device::Mac(m));
+        }
+        valid_ifname(s).then(|| Device::Name(s.to_string()))
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Name(n) => f.write_str(n),
+            Device::Mac(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 const FIELDS: [&str; 10] = [
@@ -88,7 +126,9 @@ pub fn parse(value: &str) -> Result<IpConfig, String> {
 
     let device = match field(5) {
         "" => None,
-        d if valid_ifname(d) => Some(d.to_string()),
+        // The kernel's ip= names an interface; a MAC cannot be written here anyway
+        // (its colons are field separators).
+        d if valid_ifname(d) => Some(Device::Name(d.to_string())),
         _ => return Err(bad(5, "is not an interface name")),
     };
     let hostname = match field(4) {
@@ -200,7 +240,7 @@ mod tests {
                 prefix: 24,
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
                 hostname: Some("node1".into()),
-                device: Some("eth0".into()),
+                device: Some(Device::Name("eth0".into())),
                 dns: vec![],
             })
         );
@@ -236,8 +276,22 @@ mod tests {
         assert_eq!(
             parse(":::::eth1:dhcp"),
             Ok(IpConfig::Dhcp {
-                device: Some("eth1".into())
+                device: Some(Device::Name("eth1".into()))
             })
+        );
+    }
+
+    #[test]
+    fn device_is_a_mac_in_either_form_or_else_a_name() {
+        let mac = Mac::parse("52:54:00:ab:cd:ef").unwrap();
+        assert_eq!(Device::parse("52-54-00-AB-CD-EF"), Some(Device::Mac(mac)));
+        assert_eq!(Device::parse("52:54:00:ab:cd:ef"), Some(Device::Mac(mac)));
+        assert_eq!(Device::parse("eth0"), Some(Device::Name("eth0".into())));
+        assert_eq!(Device::parse("eth/0"), None);
+        assert_eq!(Device::parse(""), None);
+        assert_eq!(
+            serde_json::to_string(&Device::Mac(mac)).unwrap(),
+            "\"52:54:00:ab:cd:ef\""
         );
     }
 

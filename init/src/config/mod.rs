@@ -1,13 +1,18 @@
-//! One typed configuration, built from the kernel command line (and, later, answers
-//! files). Every key of SPEC.md's table is validated here; an invalid value is a
-//! [`ConfigError`] that names the key and what is wrong with its value.
+//! One typed configuration, built from the kernel command line and kldload answers
+//! files (docs/answers.md). Every key of SPEC.md's table is validated here; an invalid
+//! value is a [`ConfigError`] that names the key, where it was set when that was a
+//! file, and what is wrong with its value.
 
+pub mod answers;
 pub mod cmdline;
 pub mod ip;
+pub mod merge;
 
-pub use ip::{IpConfig, StaticIp};
+pub use ip::{Device, IpConfig, StaticIp};
+pub use merge::{ConfigBuilder, Layer, MergeError, Origin, SetBy};
 
 use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -27,6 +32,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("ze.sha256", "-"),
     ("ze.log", "info"),
     ("ze.stall-timeout", "60"),
+    ("ze.hostname", "-"),
 ];
 
 /// Other keys we read from the command line.
@@ -161,6 +167,9 @@ pub struct Config {
     pub stall_timeout: u32,
     pub ip: IpConfig,
     pub answers: Option<Answers>,
+    /// Sent as DHCP option 12 (RFC 2132 §3.14), so the DHCP server and its DNS know
+    /// the machine by name. `ze.hostname` or `KLDLOAD_HOSTNAME`.
+    pub hostname: Option<String>,
 }
 
 impl Default for Config {
@@ -181,54 +190,58 @@ impl Default for Config {
             stall_timeout: 60,
             ip: IpConfig::default(),
             answers: None,
+            hostname: None,
         }
     }
 }
 
-/// A parsed configuration plus the non-fatal findings (unknown keys, weak secrets).
+/// A parsed configuration plus the non-fatal findings (unknown keys, weak secrets) and,
+/// for each field of `config`, the source that set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Parsed {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// Keyed by the field's name in `config` (`target`, `media_id`; the parts of a
+    /// static network as `ip.address`, `ip.prefix`…); fields no source set say
+    /// `{"from": "default"}`.
+    pub sources: BTreeMap<String, SetBy>,
 }
 
-/// An invalid value: names the key, the value and the problem.
+/// An invalid value: names the key as it was written, where (for answers files), the
+/// value and the problem: `ze.port: "99999" is not a port number (1-65535)`,
+/// `KLDLOAD_DISK (/etc/kldload/autoinstall.env line 3): "/dev/sda1" is a partition; …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}")]
+#[error("{key}{}: {problem}", in_file(.origin))]
 pub struct ConfigError {
     pub key: String,
+    /// Where the bad value was set; `None` for rules that span keys.
+    pub origin: Option<Origin>,
     pub problem: String,
+}
+
+fn in_file(origin: &Option<Origin>) -> String {
+    match origin {
+        Some(o) if o.is_file() => format!(" ({o})"),
+        _ => String::new(),
+    }
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),
+        origin: None,
         problem: problem.into(),
     }
 }
 
 /// Parses a whole kernel command line. Non-`ze.*` parameters other than `ip=` and
-/// `kldload.answers=` belong to the kernel and are ignored. A key given twice takes the
-/// later value, as the kernel does.
+/// `kldload.*` belong to the kernel and are ignored. A key given twice takes the later
+/// value, as the kernel does. (The command line alone; [`ConfigBuilder`] adds answers
+/// files below it.)
 pub fn from_cmdline(line: &str) -> Result<Parsed, ConfigError> {
-    let mut config = Config::default();
-    let mut warnings = Vec::new();
-    for p in cmdline::tokenize(line) {
-        let known = p.key.starts_with("ze.") || OTHER_KEYS.contains(&p.key.as_str());
-        if !known {
-            continue;
-        }
-        if !KEYS.iter().any(|(k, _)| *k == p.key) && !OTHER_KEYS.contains(&p.key.as_str()) {
-            warnings.push(format!("unknown key {} ignored", p.key));
-            continue;
-        }
-        let Some(value) = p.value else {
-            return Err(invalid(&p.key, "needs a value (key=value)"));
-        };
-        apply(&mut config, &p.key, &value, &mut warnings)?;
-    }
-    check(&config)?;
-    Ok(Parsed { config, warnings })
+    let mut b = ConfigBuilder::new();
+    b.add_cmdline(line);
+    b.build()
 }
 
 /// Sets one key. `value` is the raw text; the error quotes it.
@@ -307,6 +320,14 @@ pub fn apply(
             }
             c.sha256 = Some(value.to_ascii_lowercase());
         }
+        "ze.hostname" => {
+            if !ip::valid_hostname(value) {
+                return Err(bad(
+                    "is not a host name (letters, digits and inner hyphens; dot-separated labels)",
+                ));
+            }
+            c.hostname = Some(value.to_string());
+        }
         "ze.log" => {
             c.log = match value {
                 "debug" => LogLevel::Debug,
@@ -347,6 +368,10 @@ pub fn check(c: &Config) -> Result<(), ConfigError> {
         Source::Iso if c.media_id.is_none() => {
             Err(invalid("ze.media-id", "is required when ze.source=iso"))
         }
+        _ if c.answers == Some(Answers::Auto) && c.server.is_none() => Err(invalid(
+            "kldload.answers",
+            "auto fetches from ze.server, which is not set",
+        )),
         _ => Ok(()),
     }
 }
