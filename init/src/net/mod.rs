@@ -1,4 +1,9 @@
-//! Network interfaces as sysfs describes them.
+//! The network stage: links, DHCP, netlink, the server probe and the policy that picks
+//! the interface. This file also reads interfaces as sysfs describes them.
+
+pub mod netlink;
+pub mod probe;
+pub mod stage;
 
 use crate::disk::attr;
 use serde::Serialize;
