@@ -11,14 +11,14 @@
 
 use crate::boot::{Env, Fatal};
 use crate::config::{self, KEYS};
-use crate::logger;
+use crate::{disk, logger};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 const USAGE: &str = "usage: ze-init <command> [options]
 
 commands:
-  plan      print the parsed configuration as JSON; writes nothing
+  plan      print the parsed configuration and the disk decision as JSON; writes nothing
 
 options:
   --cmdline \"…\"        kernel command line to use (default: none; PID 1 reads /proc/cmdline)
@@ -129,9 +129,23 @@ fn plan(args: &Args) -> Result<(), Fatal> {
     for w in &parsed.warnings {
         log::warn!("{w}");
     }
+    // The disk decision as PID 1 would make it (no install media to exclude yet: the
+    // ISO source finds it at run time).
+    let decision = disk::plan(
+        disk::Roots::from(&args.env),
+        disk::Request {
+            mode: parsed.config.source.into(),
+            target: parsed.config.target.as_deref(),
+            exclude: &[],
+        },
+    );
+    for line in decision.log_lines() {
+        log::info!("{line}");
+    }
     let doc = serde_json::json!({
         "config": parsed.config,
         "warnings": parsed.warnings,
+        "disk": decision,
     });
     println!(
         "{}",

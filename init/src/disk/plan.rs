@@ -420,13 +420,20 @@ fn choose_auto(rows: &mut [Row], mode: Mode) -> Result<String, PlanError> {
         .collect();
     match (mode, candidates.as_slice()) {
         (_, []) => {
+            // Real disks by name; the kernel-made ones (a row of loop devices) by count.
+            let mut parts: Vec<String> = rows
+                .iter()
+                .filter(|r| r.disk.transport != Transport::Virtual)
+                .map(|r| format!("{} {}", r.disk.name, r.reason))
+                .collect();
+            let virtual_count = rows.len() - parts.len();
+            if virtual_count > 0 {
+                parts.push(format!("{virtual_count} loop, RAM, dm or md devices"));
+            }
             let summary = if rows.is_empty() {
                 "no block devices".to_string()
             } else {
-                rows.iter()
-                    .map(|r| format!("{} {}", r.disk.name, r.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                parts.join("; ")
             };
             Err(PlanError::NoDisk { summary })
         }
