@@ -142,6 +142,9 @@ fn ext4_on_partition_4_through_a_loop_range() {
     let mnt = m.target().to_path_buf();
     std::fs::create_dir(mnt.join("ze")).unwrap();
     std::fs::write(mnt.join("ze/database.zefs"), b"zefs-database-v1\n").unwrap();
+    // While mounted, an exclusive open (the writer's guard) is refused.
+    let e = BlockDev::open(lo.path(), Access::WriteExclusive).unwrap_err();
+    assert!(e.to_string().contains("Device or resource busy"), "{e}");
     m.unmount().unwrap();
     assert!(!mnt.exists(), "the private mount point is removed");
     lo.detach().unwrap();
