@@ -258,7 +258,7 @@ fn holders(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    out.sort_by(|a, b| natural_cmp(a, b));
+    small_sort(&mut out, &|a, b| natural_cmp(a, b));
     out
 }
 
@@ -283,7 +283,7 @@ fn partitions(dir: &Path) -> (Vec<Partition>, Vec<String>) {
             name,
         });
     }
-    parts.sort_by_key(|p| p.number);
+    small_sort(&mut parts, &|a, b| a.number.cmp(&b.number));
     (parts, held)
 }
 
@@ -321,8 +321,21 @@ pub fn scan(sys_root: &Path) -> Vec<BlockDevice> {
         .flatten()
         .map(|e| read_device(sys_root, &e.file_name().to_string_lossy()))
         .collect();
-    out.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    small_sort(&mut out, &|a, b| natural_cmp(&a.name, &b.name));
     out
+}
+
+/// A stable insertion sort for the few dozen devices a machine has. Each `sort_by`
+/// call site with its own closure instantiates the standard library's driftsort anew
+/// (~6 KiB each in the static `/init`); this is one small copy per element type.
+pub fn small_sort<T>(v: &mut [T], cmp: &dyn Fn(&T, &T) -> Ordering) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && cmp(&v[j - 1], &v[j]) == Ordering::Greater {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 /// Kernel disk-name order: `sdb < sdaa` (the letters count in bijective base 26, so a

@@ -357,7 +357,7 @@ fn describe(d: &BlockDevice) -> String {
 /// Decides. Reads sysfs, /dev links and the mount table; writes nothing.
 pub fn plan(roots: Roots<'_>, req: Request<'_>) -> Decision {
     let mut disks = super::scan(roots.sys);
-    disks.sort_by(ranked);
+    super::small_sort(&mut disks, &ranked);
     let (usage, usage_err) = match mounts::read(roots.proc) {
         Ok(u) => (u, None),
         Err(e) => (Usage::default(), Some(e)),

@@ -180,6 +180,15 @@ fn scan_lists_partitions_and_holders() {
 }
 
 #[test]
+fn small_sort_is_stable_and_sorts() {
+    let mut v = vec![(3, 'a'), (1, 'b'), (3, 'c'), (2, 'd'), (1, 'e')];
+    small_sort(&mut v, &|a, b| a.0.cmp(&b.0));
+    assert_eq!(v, [(1, 'b'), (1, 'e'), (2, 'd'), (3, 'a'), (3, 'c')]);
+    let mut e: Vec<u8> = vec![];
+    small_sort(&mut e, &|a, b| a.cmp(b));
+}
+
+#[test]
 fn natural_order_within_a_kind() {
     let mut v = vec!["sdaa", "sdb", "sda", "sdz", "sdab", "sdba"];
     v.sort_by(|a, b| natural_cmp(a, b));
