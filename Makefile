@@ -9,7 +9,7 @@ PACK := target/release/ze-pack
 HARNESS := target/release/ze-harness
 BUILD := build
 
-.PHONY: deps build initrd demo test unit e2e lint fmt bench sizes clean
+.PHONY: deps build initrd demo test unit root e2e lint fmt bench sizes clean
 
 deps:
 	@scripts/deps.sh
@@ -37,12 +37,17 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace
 
-# The QEMU (and, as later issues land, root) tiers. Under CI=true a missing
-# prerequisite fails these tests instead of skipping them.
+# The root tier: loop devices, block ioctls and mounts on this machine's kernel.
+# Under CI=true, and in the QEMU tier below, a missing prerequisite (root, a tool)
+# fails these tests instead of skipping them.
+root: deps
+	$(CARGO) test -p ze-init -- --ignored
+
+# The QEMU tier.
 e2e: build
 	$(CARGO) test -p qemu-harness -- --ignored --test-threads=2
 
-test: lint unit e2e
+test: lint unit root e2e
 
 sizes: initrd
 	@scripts/sizes.sh $(INIT) $(BUILD)/initrd-nomod.img.gz $(BUILD)/initrd.img.gz

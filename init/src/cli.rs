@@ -12,14 +12,14 @@
 
 use crate::boot::{self, Env, Fatal};
 use crate::config::{self, KEYS};
-use crate::logger;
+use crate::{disk, logger};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 const USAGE: &str = "usage: ze-init <command> [options]
 
 commands:
-  plan      print the parsed configuration as JSON; writes nothing
+  plan      print the parsed configuration and the disk decision as JSON; writes nothing
   install   download the image and write it to --target (no reboot)
 
 options:
@@ -31,7 +31,8 @@ options:
   --sys-root DIR       sysfs root (default /sys)
   --dev-root DIR       /dev root (default /dev)
   --proc-root DIR      procfs root (default /proc)
-  --target PATH        install: block device or file to write (a missing file is created)
+  --target PATH        install: the block device or file to write (a missing file is
+                       created; ze.target's rules do not apply); other commands: ze.target
 ";
 
 /// Parsed host-mode arguments.
@@ -70,7 +71,11 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
             Long("proc-root") => {
                 env.proc_root = PathBuf::from(p.value().map_err(|e| e.to_string())?)
             }
-            Long("target") => target = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
+            // For install, --target is where to write (a file or a device, no ze.target
+            // rules); for every other command it is the ze.target flag.
+            Long("target") if command.as_deref() == Some("install") => {
+                target = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?))
+            }
             Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
@@ -159,10 +164,24 @@ fn plan(args: &Args) -> Result<(), Fatal> {
         log::warn!("{w}");
         parsed.warnings.push(w);
     }
+    // The disk decision as PID 1 would make it (no install media to exclude yet: the
+    // ISO source finds it at run time).
+    let decision = disk::plan(
+        disk::Roots::from(&args.env),
+        disk::Request {
+            mode: parsed.config.source.into(),
+            target: parsed.config.target.as_deref(),
+            exclude: &[],
+        },
+    );
+    for line in decision.log_lines() {
+        log::info!("{line}");
+    }
     let doc = serde_json::json!({
         "config": parsed.config,
         "sources": parsed.sources,
         "warnings": parsed.warnings,
+        "disk": decision,
     });
     println!(
         "{}",

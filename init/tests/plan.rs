@@ -36,6 +36,64 @@ fn prints_the_parsed_configuration_as_json() {
 }
 
 #[test]
+fn prints_the_disk_decision_from_the_given_roots() {
+    use ze_init::disk::fixture::{Bus, Disk, Fixture};
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::new(t.path());
+    fx.add(Disk::new("vda", Bus::Virtio, 8 << 30))
+        .add(Disk::new("sda", Bus::Sata, 16 << 30).partition(1, 1 << 20, 1 << 30))
+        .add(Disk::new("loop0", Bus::Virtual, 1 << 30))
+        .link("disk/by-id/ata-BIG", "../../sda")
+        .mounted("sda1", "/srv");
+    let roots = [
+        "--sys-root",
+        fx.sys.to_str().unwrap(),
+        "--dev-root",
+        fx.dev.to_str().unwrap(),
+        "--proc-root",
+        fx.proc.to_str().unwrap(),
+    ];
+    let run = |extra: &[&str]| {
+        let o = plan(&[&roots[..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (doc, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (doc, log) = run(&["--server", "10.0.2.2"]);
+    let d = &doc["disk"];
+    assert_eq!(d["mode"], "http");
+    assert_eq!(d["target"], "/dev/vda");
+    assert_eq!(d["error"], serde_json::Value::Null);
+    let names: Vec<&str> = d["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vda", "sda", "loop0"]);
+    assert_eq!(d["disks"][1]["verdict"], "skipped");
+    assert_eq!(d["disks"][1]["reason"], "is in use (mounted: sda1 on /srv)");
+    assert!(log.contains("disk plan: target /dev/vda"), "{log}");
+    // The by-id link leads to the busy disk: the plan says no, and still exits 0.
+    let (doc, _) = run(&[
+        "--server",
+        "10.0.2.2",
+        "--target",
+        "/dev/disk/by-id/ata-BIG",
+    ]);
+    assert_eq!(doc["disk"]["target"], serde_json::Value::Null);
+    assert_eq!(
+        doc["disk"]["error"],
+        "ze.target=/dev/disk/by-id/ata-BIG: /dev/sda is in use (mounted: sda1 on /srv)"
+    );
+    // ISO mode: the busy disk does not count, so vda is the only candidate.
+    let (doc, _) = run(&["--source", "iso", "--media-id", &"a".repeat(32)]);
+    assert_eq!(doc["disk"]["mode"], "iso");
+    assert_eq!(doc["disk"]["target"], "/dev/vda");
+    assert_eq!(doc["disk"]["disks"][0]["reason"], "the only candidate");
+}
+
+#[test]
 fn invalid_input_prints_one_fatal_line_and_fails() {
     let o = plan(&["--cmdline", "ze.server=10.0.2.2 ze.port=99999"]);
     assert_eq!(o.status.code(), Some(1));

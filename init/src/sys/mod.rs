@@ -1,9 +1,11 @@
-//! System calls that cannot run in a unit test: mount, reboot, finit_module, and (later)
-//! the block and loop ioctls. This is the only module allowed to contain `unsafe`; every
+//! System calls that cannot run in a unit test: mount, reboot, finit_module, and the
+//! block and loop ioctls. This is the only module allowed to contain `unsafe`; every
 //! unsafe block carries a `SAFETY:` comment.
 #![allow(unsafe_code)]
 
 pub mod block;
+pub mod loopdev;
+pub mod mount;
 
 use nix::errno::Errno;
 use std::fs::File;

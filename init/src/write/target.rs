@@ -6,7 +6,7 @@
 //! empty, so skipping is exact); on a file that existed they are written, since its old
 //! contents would otherwise show through.
 
-use crate::sys;
+use crate::sys::block::{Access, BlockDev};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -28,6 +28,8 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Target {
     file: File,
+    /// The same descriptor as `file` for a block device, for its ioctls.
+    block: Option<BlockDev>,
     path: PathBuf,
     kind: Kind,
     /// Capacity in bytes for a block device.
@@ -35,13 +37,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// Opens `path` for writing: a block device, an existing file, or a new file.
+    /// Opens `path` for writing: a block device (exclusively: the kernel refuses while
+    /// a partition is mounted or held), an existing file, or a new file.
     pub fn open(path: &Path) -> io::Result<Target> {
         let (file, kind) = match std::fs::metadata(path) {
-            Ok(m) if m.file_type().is_block_device() => (
-                OpenOptions::new().read(true).write(true).open(path)?,
-                Kind::BlockDevice,
-            ),
+            Ok(m) if m.file_type().is_block_device() => {
+                let bd = BlockDev::open(path, Access::WriteExclusive).map_err(io::Error::other)?;
+                let size = bd.size().map_err(io::Error::other)?;
+                return Ok(Target {
+                    file: bd.file().try_clone()?,
+                    block: Some(bd),
+                    path: path.to_path_buf(),
+                    kind: Kind::BlockDevice,
+                    size: Some(size),
+                });
+            }
             Ok(m) if m.is_file() => (
                 OpenOptions::new().read(true).write(true).open(path)?,
                 Kind::ExistingFile,
@@ -63,14 +73,14 @@ impl Target {
             Err(e) => return Err(e),
         };
         let size = match kind {
-            Kind::BlockDevice => Some(sys::block::size(&file)?),
             // A non-empty file stands for a disk of its size (a VM's disk image); an
             // empty one grows with the image.
             Kind::ExistingFile => Some(file.metadata()?.len()).filter(|l| *l > 0),
-            Kind::CreatedFile => None,
+            _ => None,
         };
         Ok(Target {
             file,
+            block: None,
             path: path.to_path_buf(),
             kind,
             size,
@@ -116,9 +126,12 @@ impl Target {
         self.check_bounds(offset, len)?;
         match self.kind {
             Kind::CreatedFile => Ok(()),
-            Kind::BlockDevice if offset.is_multiple_of(512) && len.is_multiple_of(512) => {
-                sys::block::zero_out(&self.file, offset, len)
-            }
+            Kind::BlockDevice if offset.is_multiple_of(512) && len.is_multiple_of(512) => self
+                .block
+                .as_ref()
+                .expect("a block device target has its BlockDev")
+                .zero_range(offset, len)
+                .map_err(io::Error::other),
             _ => self.write_zeroes(offset, len),
         }
     }
