@@ -213,11 +213,57 @@ fn install(args: &Args) -> Result<(), Fatal> {
     }
     let client = install::client(cfg);
     let expected = install::expected_digest(cfg, &client)?;
-    let _database = install::fetch_database(&client)?;
+    let database = install::fetch_database(&client)?;
     let progress = crate::write::Progress::new();
-    let (outcome, _target) =
+    let (outcome, written) =
         install::download_and_write(cfg, &client, target, expected, &progress)?;
+    let kind = written.kind();
+    // The exclusive handle must go before the partition table is re-read.
+    drop(written);
+    if let Err(f) = host_inject(args, target, kind, &database) {
+        install::unbootable(target);
+        return Err(f);
+    }
     logger::marker(&install::done_line(&cfg.image, &outcome));
+    Ok(())
+}
+
+/// Host mode's database step: partition 4 of a device or a file, through a loop device
+/// when needed. Attaching loop devices and mounting need root; without it the step is
+/// skipped with a warning (the image itself is complete and verified).
+fn host_inject(
+    args: &Args,
+    target: &std::path::Path,
+    kind: crate::write::target::Kind,
+    db: &[u8],
+) -> Result<(), Fatal> {
+    use crate::install::{Written, inject_database};
+    use crate::write::target::Kind;
+    if !nix::unistd::geteuid().is_root() {
+        log::warn!(
+            "database not injected into {}: mounting partition {} needs root",
+            target.display(),
+            crate::install::DATABASE_PARTITION
+        );
+        return Ok(());
+    }
+    let base = std::env::temp_dir();
+    let (sys, dev) = (&args.env.sys_root, &args.env.dev_root);
+    match kind {
+        Kind::BlockDevice => {
+            let real = std::fs::canonicalize(target)
+                .map_err(|e| Fatal::new("inject", format!("{}: {e}", target.display())))?;
+            let name = real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let disk = disk::read_device(sys, &name);
+            inject_database(Written::Disk(&disk), sys, dev, &base, db)?;
+        }
+        Kind::CreatedFile | Kind::ExistingFile => {
+            inject_database(Written::File(target), sys, dev, &base, db)?;
+        }
+    }
     Ok(())
 }
 

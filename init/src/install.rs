@@ -153,6 +153,19 @@ fn source_message(e: std::io::Error) -> String {
     }
 }
 
+/// After a failure past the write (injection): makes the target unbootable again by
+/// zeroing its first (and last) MiB. Errors are logged: the FATAL that follows matters
+/// more.
+pub fn unbootable(path: &Path) {
+    match Target::open(path).and_then(|mut t| t.invalidate()) {
+        Ok(()) => log::info!(
+            "zeroed the first MiB of {}: it will not boot",
+            path.display()
+        ),
+        Err(e) => log::error!("could not zero the first MiB of {}: {e}", path.display()),
+    }
+}
+
 /// `[ze-install] DONE image=… sha256=… bytes=… seconds=… MB/s=…`
 pub fn done_line(image: &str, o: &Outcome) -> String {
     let rate = if o.seconds > 0.0 {
@@ -198,4 +211,100 @@ mod tests {
             "DONE image=ze.img sha256=ab bytes=2000000 seconds=2.0 MB/s=1.0"
         );
     }
+}
+
+/// The database's place inside partition 4's filesystem (`/perm` on the booted image).
+pub const DATABASE_FILE: &str = "ze/database.zefs";
+/// The partition that holds it.
+pub const DATABASE_PARTITION: u32 = 4;
+
+/// Writes `db` as `<root>/ze/database.zefs` atomically: a temporary file, fsync, rename,
+/// fsync of the directory. A power cut leaves the old file or the new one, never half.
+pub fn write_database(root: &Path, db: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = root.join("ze");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(".database.zefs.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(db)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, root.join(DATABASE_FILE))?;
+    crate::sys::block::fsync_dir(&dir).map_err(std::io::Error::other)
+}
+
+/// Where partition 4 is: a disk the kernel knows (sysfs entry), or a file (host mode).
+pub enum Written<'a> {
+    Disk(&'a crate::disk::BlockDevice),
+    File(&'a Path),
+}
+
+/// Mounts partition 4 privately under `mount_base`, writes the database, unmounts.
+/// Returns how the partition was reached (`node` or `loop`).
+pub fn inject_database(
+    written: Written<'_>,
+    sys_root: &Path,
+    dev_root: &Path,
+    mount_base: &Path,
+    db: &[u8],
+) -> Result<&'static str, Fatal> {
+    use crate::disk::partition::{Kernel, PartitionDevice, Wait, open_partition};
+    use crate::sys::loopdev::{LoopDevice, LoopOptions};
+    use crate::sys::mount::mount_private_ext4;
+    let f = |e: &dyn std::fmt::Display| Fatal::new("inject", e.to_string());
+    let n = DATABASE_PARTITION;
+    let (device, how): (PartitionDevice<LoopDevice>, &'static str) = match written {
+        Written::Disk(disk) => {
+            let mut ops = Kernel {
+                dev_root: dev_root.to_path_buf(),
+            };
+            let p = open_partition(sys_root, dev_root, disk, n, &mut ops, Wait::default())
+                .map_err(|e| f(&e))?;
+            let how = p.how();
+            (p, how)
+        }
+        Written::File(path) => {
+            let range = std::fs::File::open(path)
+                .map_err(crate::disk::gpt::GptError::Io)
+                .and_then(|mut file| crate::disk::gpt::read_partition(&mut file, n, 512))
+                .map_err(|e| f(&format!("{}: partition {n}: {e}", path.display())))?;
+            let lo = LoopDevice::attach(
+                dev_root,
+                path,
+                &LoopOptions {
+                    offset: range.start,
+                    size_limit: range.len,
+                    ..LoopOptions::default()
+                },
+            )
+            .map_err(|e| f(&e))?;
+            log::info!(
+                "partition {n}: loop device {} over {} bytes {}+{}",
+                lo.path().display(),
+                path.display(),
+                range.start,
+                range.len
+            );
+            (PartitionDevice::Loop { device: lo, range }, "loop")
+        }
+    };
+    let mounted = mount_private_ext4(device.path(), mount_base).map_err(|e| f(&e))?;
+    let written = write_database(mounted.target(), db).map_err(|e| {
+        f(&format!(
+            "writing {} on {}: {e}",
+            DATABASE_FILE,
+            device.path().display()
+        ))
+    });
+    let unmounted = mounted.unmount().map_err(|e| f(&e));
+    written?;
+    unmounted?;
+    if let PartitionDevice::Loop { device, .. } = device {
+        device.detach().map_err(|e| f(&e))?;
+    }
+    log::info!(
+        "database: {} bytes written to /{DATABASE_FILE} on partition {n} ({how})",
+        db.len()
+    );
+    Ok(how)
 }

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod artifacts;
+pub mod fixture;
 pub mod kernel;
 pub mod prereq;
 pub mod qemu;
