@@ -182,37 +182,6 @@ pub fn done_line(image: &str, o: &Outcome) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sidecar_takes_the_first_field() {
-        let d = "A".repeat(64);
-        assert_eq!(parse_sidecar(&format!("{d}  ze.img\n")), Ok("a".repeat(64)));
-        assert!(parse_sidecar("").is_err());
-        assert!(parse_sidecar("abc ze.img").unwrap_err().contains("\"abc\""));
-    }
-
-    #[test]
-    fn done_line_has_every_field() {
-        let o = Outcome {
-            stored_bytes: 10,
-            image_bytes: 2_000_000,
-            sha256: "ab".into(),
-            gzip: false,
-            verified: true,
-            zeroed_bytes: 0,
-            restarts: 0,
-            seconds: 2.0,
-        };
-        assert_eq!(
-            done_line("ze.img", &o),
-            "DONE image=ze.img sha256=ab bytes=2000000 seconds=2.0 MB/s=1.0"
-        );
-    }
-}
-
 /// The database's place inside partition 4's filesystem (`/perm` on the booted image).
 pub const DATABASE_FILE: &str = "ze/database.zefs";
 /// The partition that holds it.
@@ -307,4 +276,35 @@ pub fn inject_database(
         db.len()
     );
     Ok(how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_takes_the_first_field() {
+        let d = "A".repeat(64);
+        assert_eq!(parse_sidecar(&format!("{d}  ze.img\n")), Ok("a".repeat(64)));
+        assert!(parse_sidecar("").is_err());
+        assert!(parse_sidecar("abc ze.img").unwrap_err().contains("\"abc\""));
+    }
+
+    #[test]
+    fn done_line_has_every_field() {
+        let o = Outcome {
+            stored_bytes: 10,
+            image_bytes: 2_000_000,
+            sha256: "ab".into(),
+            gzip: false,
+            verified: true,
+            zeroed_bytes: 0,
+            restarts: 0,
+            seconds: 2.0,
+        };
+        assert_eq!(
+            done_line("ze.img", &o),
+            "DONE image=ze.img sha256=ab bytes=2000000 seconds=2.0 MB/s=1.0"
+        );
+    }
 }
