@@ -52,7 +52,10 @@ test: lint unit root e2e
 sizes: initrd
 	@scripts/sizes.sh $(INIT) $(BUILD)/initrd-nomod.img.gz $(BUILD)/initrd.img.gz
 
+# Speed and memory against same-run baselines (curl|dd, bmaptool); prints ratios.
 bench: sizes
+	$(CARGO) build --release -p qemu-harness
+	target/release/ze-bench
 
 fmt:
 	$(CARGO) fmt --all

@@ -33,6 +33,7 @@ options:
   --proc-root DIR      procfs root (default /proc)
   --target PATH        install: the block device or file to write (a missing file is
                        created; ze.target's rules do not apply); other commands: ze.target
+  --no-database        install: write the image only (no database fetch or injection)
 ";
 
 /// Parsed host-mode arguments.
@@ -45,6 +46,9 @@ pub struct Args {
     pub answers: Option<PathBuf>,
     pub env: Env,
     pub target: Option<PathBuf>,
+    /// install: skip fetching and injecting the database (an image without partition 4,
+    /// benchmarks).
+    pub no_database: bool,
 }
 
 pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
@@ -56,6 +60,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut env = Env::real();
     let mut target = None;
     let mut answers = None;
+    let mut no_database = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if command.is_none() => command = Some(v.string().map_err(|e| e.to_string())?),
@@ -77,6 +82,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
                 target = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?))
             }
             Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
+            Long("no-database") => no_database = true,
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
                 let key = match flag {
@@ -108,6 +114,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
         answers,
         env,
         target,
+        no_database,
     })
 }
 
@@ -213,14 +220,19 @@ fn install(args: &Args) -> Result<(), Fatal> {
     }
     let client = install::client(cfg);
     let expected = install::expected_digest(cfg, &client)?;
-    let database = install::fetch_database(&client)?;
+    let database = match args.no_database {
+        true => None,
+        false => Some(install::fetch_database(&client)?),
+    };
     let progress = crate::write::Progress::new();
     let (outcome, written) =
         install::download_and_write(cfg, &client, target, expected, &progress)?;
     let kind = written.kind();
     // The exclusive handle must go before the partition table is re-read.
     drop(written);
-    if let Err(f) = host_inject(args, target, kind, &database) {
+    if let Some(db) = &database
+        && let Err(f) = host_inject(args, target, kind, db)
+    {
         install::unbootable(target);
         return Err(f);
     }
