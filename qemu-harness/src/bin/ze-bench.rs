@@ -66,7 +66,7 @@ fn main() -> Result<()> {
     let file_target = dir.join("out.raw");
     let mut rss = Vec::new();
     for (tname, target) in [("file", file_target.as_path()), ("loop", lo.path())] {
-        let cases: [(&str, &Path, &[(&str, String)], f64); 3] = [
+        let cases: [Case; 3] = [
             (
                 "dense.img",
                 &imgs.dense,
@@ -159,6 +159,9 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// (image name, its file, baselines as (name, shell command), target ratio)
+type Case<'a> = (&'a str, &'a Path, &'a [(&'a str, String)], f64);
 
 struct Images {
     dense: PathBuf,
