@@ -3,6 +3,7 @@
 
 pub mod netlink;
 pub mod probe;
+pub mod real;
 pub mod stage;
 
 use crate::disk::attr;
