@@ -1,4 +1,7 @@
-//! Network interfaces as sysfs describes them.
+//! Network interfaces as sysfs describes them, and the DHCP client.
+
+pub mod dhcp;
+pub mod packet;
 
 use crate::disk::attr;
 use serde::Serialize;
