@@ -1,6 +1,7 @@
 //! Network interfaces as sysfs describes them, and the DHCP client.
 
 pub mod dhcp;
+pub mod dhcp_run;
 pub mod packet;
 
 use crate::disk::attr;

@@ -3,6 +3,8 @@
 //! unsafe block carries a `SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod packet;
+
 use nix::errno::Errno;
 use std::fs::File;
 use std::io;
