@@ -181,6 +181,24 @@ fn dhcp_renews_at_t1_by_unicast_with_isc_dhcpd() {
     let renew = format!("DHCPREQUEST for {fixed} from {mac}");
     assert!(log.contains(&renew), "{log}");
     assert_eq!(log.matches("DHCPACK on").count(), 2, "{log}");
+    // And it came by unicast: the server's IP layer counted exactly two broadcasts,
+    // the DISCOVER and the selecting REQUEST (a rebinding REQUEST would be a third).
+    assert_eq!(ip_ext(&lan, "InBcastPkts"), 2);
+}
+
+/// A counter of the `IpExt` line of the server namespace's /proc/net/netstat.
+fn ip_ext(lan: &Lan, name: &str) -> u64 {
+    let out = lan
+        .server
+        .command("cat")
+        .arg("/proc/net/netstat")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("IpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names.split_whitespace().position(|n| n == name).unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 #[test]
