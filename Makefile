@@ -9,7 +9,7 @@ PACK := target/release/ze-pack
 HARNESS := target/release/ze-harness
 BUILD := build
 
-.PHONY: deps build initrd demo test unit root e2e lint fmt bench sizes clean
+.PHONY: deps build initrd demo test unit root e2e lint fmt bench sizes fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -56,6 +56,16 @@ sizes: initrd
 bench: sizes
 	$(CARGO) build --release -p qemu-harness
 	target/release/ze-bench
+
+# Bounded fuzzing on the stable toolchain (fuzz/Cargo.toml says how). New inputs land
+# in fuzz/artifacts/corpus/, crashes in fuzz/artifacts/<target>/; the checked-in seeds
+# in fuzz/corpus/ are only read.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p fuzz/artifacts/corpus/dhcp_client
+	$(CARGO) fuzz run --sanitizer none dhcp_client fuzz/artifacts/corpus/dhcp_client \
+	  fuzz/corpus/dhcp_client -- -max_total_time=$(FUZZ_SECONDS)
 
 fmt:
 	$(CARGO) fmt --all

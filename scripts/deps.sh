@@ -15,7 +15,13 @@ pkgs=(
     curl              # make bench: the curl | dd baseline
     bmap-tools        # make bench: the bmaptool copy baseline
     time              # make bench: peak RSS with /usr/bin/time -v
+    dnsmasq-base      # DHCP server for the netns tests; -base ships no system service
+    isc-dhcp-server   # a second, independent DHCP server implementation for the netns tests
 )
+
+# Packages whose maintainer scripts would start a system service we never want running
+# on this machine (the tests start their own instances with their own config files).
+services=(isc-dhcp-server isc-dhcp-server6)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -30,10 +36,32 @@ if ((${#missing[@]})); then
     fi
     echo "deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # policy-rc.d exit 101 tells invoke-rc.d not to start services during the install
+    # (Debian policy 9.3.3.1); only ours is removed again, an existing one is left alone.
+    own_policy=
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     if ! apt-get install -y -q "${missing[@]}"; then
         apt-get update -q
         apt-get install -y -q "${missing[@]}"
     fi
+    if [[ -n $own_policy ]]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
+fi
+# Under systemd the units would still start at the next boot: keep them disabled and
+# stopped. Idempotent; a no-op without systemd (containers).
+if [[ -d /run/systemd/system && $(id -u) == 0 ]]; then
+    for s in "${services[@]}"; do
+        if systemctl list-unit-files "$s.service" >/dev/null 2>&1; then
+            systemctl disable --now "$s.service" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 # `apt-get download` (the harness's kernel fetch) needs package lists.
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then

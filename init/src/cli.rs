@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--answers FILE] [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
+//! ze-init install --cmdline "…" --target PATH [--no-database]
+//! ze-init dhcp --interface IF [--hostname H] [--timeout SECS] [--no-rapid-commit] [--hold SECS]
 //! ```
 //!
 //! Every `ze.<key>` parameter is also a flag `--<key>` (`--server 10.0.2.2`, `--port
@@ -15,12 +17,15 @@ use crate::config::{self, KEYS};
 use crate::{disk, logger};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ze-init <command> [options]
 
 commands:
   plan      print the parsed configuration and the disk decision as JSON; writes nothing
   install   download the image and write it to --target (no reboot)
+  dhcp      run DHCP on one interface and print the lease as JSON; configures nothing
+            (ze-init dhcp --help for its options)
 
 options:
   --cmdline \"…\"        kernel command line to use (default: none; PID 1 reads /proc/cmdline)
@@ -121,6 +126,9 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
 /// Runs a host command; returns the process exit code.
 pub fn main(argv: Vec<OsString>) -> i32 {
     logger::init(logger::Target::Stderr, log::LevelFilter::Info);
+    if argv.first().is_some_and(|a| a == "dhcp") {
+        return dhcp_main(argv[1..].to_vec());
+    }
     let args = match parse_args(argv) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
@@ -279,6 +287,168 @@ fn host_inject(
     Ok(())
 }
 
+const DHCP_USAGE: &str = "usage: ze-init dhcp --interface IF [options]
+
+Runs only the DHCP exchange on IF (bringing the link up if it is down), configures
+nothing, and prints {\"interface\", \"mac\", \"lease\", \"elapsed_ms\", …} as JSON. Exit 1
+with a FATAL line when no lease comes within the timeout.
+
+options:
+  --interface IF       the interface (required)
+  --hostname H         send H as the DHCP hostname (option 12)
+  --timeout SECS       give up after SECS whole seconds (default 30)
+  --no-rapid-commit    do not offer rapid commit (RFC 4039)
+  --hold SECS          keep the lease for SECS seconds (renewing as needed) before
+                       printing; the JSON then lists the events seen
+  --sys-root DIR       sysfs root (default /sys)
+  --dev-root DIR       /dev root, for urandom (default /dev)
+";
+
+/// Arguments of `ze-init dhcp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpArgs {
+    pub interface: String,
+    pub hostname: Option<String>,
+    pub timeout: Duration,
+    pub rapid_commit: bool,
+    pub hold: Option<Duration>,
+    pub sys_root: PathBuf,
+    pub dev_root: PathBuf,
+}
+
+pub fn parse_dhcp_args(argv: Vec<OsString>) -> Result<DhcpArgs, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(argv);
+    let mut a = DhcpArgs {
+        interface: String::new(),
+        hostname: None,
+        timeout: crate::net::dhcp::DEFAULT_TIMEOUT,
+        rapid_commit: true,
+        hold: None,
+        sys_root: "/sys".into(),
+        dev_root: "/dev".into(),
+    };
+    // Whole seconds: parsing floats would link the float parser into /init for nothing.
+    let secs = |p: &mut lexopt::Parser, flag: &str| -> Result<Duration, String> {
+        let v = p
+            .value()
+            .map_err(|e| e.to_string())?
+            .string()
+            .map_err(|e| e.to_string())?;
+        match v.parse::<u64>() {
+            Ok(s @ 1..=86400) => Ok(Duration::from_secs(s)),
+            _ => Err(format!(
+                "--{flag}: {v:?} is not a whole number of seconds (1-86400)"
+            )),
+        }
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("interface") | Short('i') => {
+                a.interface = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?
+            }
+            Long("hostname") => {
+                a.hostname = Some(
+                    p.value()
+                        .map_err(|e| e.to_string())?
+                        .string()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Long("timeout") => a.timeout = secs(&mut p, "timeout")?,
+            Long("hold") => a.hold = Some(secs(&mut p, "hold")?),
+            Long("no-rapid-commit") => a.rapid_commit = false,
+            Long("sys-root") => a.sys_root = p.value().map_err(|e| e.to_string())?.into(),
+            Long("dev-root") => a.dev_root = p.value().map_err(|e| e.to_string())?.into(),
+            Long("help") | Short('h') => return Err(String::new()),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if a.interface.is_empty() {
+        return Err("--interface is required".into());
+    }
+    Ok(a)
+}
+
+fn dhcp_main(argv: Vec<OsString>) -> i32 {
+    let args = match parse_dhcp_args(argv) {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            print!("{DHCP_USAGE}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("ze-init dhcp: {e}\n\n{DHCP_USAGE}");
+            return 2;
+        }
+    };
+    match dhcp(&args) {
+        Ok(doc) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("JSON of plain data")
+            );
+            0
+        }
+        Err(f) => {
+            logger::fatal(f.stage, &f.message);
+            1
+        }
+    }
+}
+
+/// `ze-init dhcp`: the exchange alone, timed from the moment the link is (brought) up.
+fn dhcp(args: &DhcpArgs) -> Result<serde_json::Value, Fatal> {
+    use crate::net::dhcp_run::{self, Interface, Options, Seed};
+    let fatal = |e: &dyn std::fmt::Display| Fatal::new("network", e);
+    let iface = Interface::from_sysfs(&args.sys_root, &args.interface).map_err(|e| fatal(&e))?;
+    let start = Instant::now();
+    let brought_up = crate::sys::packet::set_link_up(&iface.name)
+        .map_err(|e| fatal(&format!("{}: bringing the link up: {e}", iface.name)))?;
+    let mut opts = Options::new(Seed::from_urandom(&args.dev_root, iface.mac));
+    opts.hostname = args.hostname.clone();
+    opts.timeout = args.timeout;
+    opts.rapid_commit = args.rapid_commit;
+    let acquired = dhcp_run::acquire(&iface, &opts).map_err(|e| fatal(&e))?;
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let mut doc = serde_json::json!({
+        "interface": iface.name,
+        "mac": iface.mac,
+        "lease": acquired.lease(),
+        "elapsed_ms": (elapsed_ms * 1000.0).round() / 1000.0,
+        "link_brought_up": brought_up,
+    });
+    if let Some(hold) = args.hold {
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let keeper = acquired.keep(move |ev| {
+            let name = match ev {
+                crate::net::dhcp::Event::Offer { .. } => "offer",
+                crate::net::dhcp::Event::Bound(_) => "bound",
+                crate::net::dhcp::Event::Renewed(_) => "renewed",
+                crate::net::dhcp::Event::Nak { .. } => "nak",
+                crate::net::dhcp::Event::Expired => "expired",
+                crate::net::dhcp::Event::GaveUp => "gave_up",
+            };
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+        });
+        let until = Instant::now() + hold;
+        // Holding for the requested time is the command's job, not a wait for a
+        // condition; the keeper thread does the work meanwhile.
+        while Instant::now() < until && keeper.is_running() {
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+        }
+        doc["lease"] = serde_json::json!(keeper.lease());
+        doc["events"] = serde_json::json!(*events.lock().unwrap_or_else(|e| e.into_inner()));
+        keeper.stop();
+    }
+    Ok(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +481,42 @@ mod tests {
             config::from_cmdline(&a.cmdline).unwrap_err().key,
             "ze.media-id"
         );
+    }
+
+    fn dhcp_args(v: &[&str]) -> Result<DhcpArgs, String> {
+        parse_dhcp_args(v.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn dhcp_flags_parse_with_defaults() {
+        let a = dhcp_args(&["--interface", "eth1"]).unwrap();
+        assert_eq!(a.interface, "eth1");
+        assert_eq!(a.timeout, Duration::from_secs(30));
+        assert!(a.rapid_commit && a.hostname.is_none() && a.hold.is_none());
+        let a = dhcp_args(&[
+            "-i",
+            "veth0",
+            "--hostname",
+            "n1",
+            "--timeout",
+            "2",
+            "--no-rapid-commit",
+            "--hold",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(a.hostname.as_deref(), Some("n1"));
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!(a.hold, Some(Duration::from_secs(9)));
+        assert!(!a.rapid_commit);
+        assert_eq!(dhcp_args(&[]).unwrap_err(), "--interface is required");
+        assert!(
+            dhcp_args(&["-i", "x", "--timeout", "0"])
+                .unwrap_err()
+                .contains("--timeout")
+        );
+        assert!(dhcp_args(&["-i", "x", "--timeout", "2.5"]).is_err());
+        assert!(dhcp_args(&["-i", "x", "--bogus"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `ze-init install` in host mode against the misbehaving test server, with file
-//! targets. Every failing case checks the single FATAL line and that the disk would
+//! targets. The images here are noise without a partition 4, so they are written with
+//! `--no-database`; injection is tested in `install_root.rs`. Every failing case checks the single FATAL line and that the disk would
 //! not boot (the first MiB is zero) or was not touched at all.
 
 mod support;
@@ -23,7 +24,7 @@ fn raw_image_is_written_and_verified_against_the_sidecar() {
     let s = serve("ze.img", &img, Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let o = install(&s, "", &t);
+    let o = install_image(&s, "", &t);
     ok(&o);
     assert_eq!(std::fs::read(&t).unwrap(), img);
     let done = stderr(&o);
@@ -44,7 +45,7 @@ fn edge_sizes_survive_the_first_mib_hold_back() {
         let img = noise(len, 100 + i as u32);
         let s = serve("ze.img", &img, Faults::default());
         let t = dir.path().join(format!("d{i}.img"));
-        ok(&install(&s, "", &t));
+        ok(&install_image(&s, "", &t));
         assert_eq!(std::fs::read(&t).unwrap(), img, "size {len}");
     }
 }
@@ -56,7 +57,7 @@ fn gzip_image_is_decompressed_and_the_digest_covers_the_compressed_file() {
     let s = serve("ze.img.gz", &gz, Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    ok(&install(&s, "ze.image=ze.img.gz", &t));
+    ok(&install_image(&s, "ze.image=ze.img.gz", &t));
     assert_eq!(std::fs::read(&t).unwrap(), img);
 }
 
@@ -71,7 +72,7 @@ fn sidecar_mismatch_is_fatal_and_leaves_the_head_zero() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let f = fatal(&install(&s, "", &t));
+    let f = fatal(&install_image(&s, "", &t));
     assert!(
         f.starts_with("[ze-install] FATAL: verify: sha256 mismatch: expected 1111"),
         "{f}"
@@ -86,7 +87,11 @@ fn ze_sha256_overrides_the_sidecar() {
     let s = serve("ze.img", &img, Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let f = fatal(&install(&s, &format!("ze.sha256={}", "2".repeat(64)), &t));
+    let f = fatal(&install_image(
+        &s,
+        &format!("ze.sha256={}", "2".repeat(64)),
+        &t,
+    ));
     assert!(
         f.contains("FATAL: verify: sha256 mismatch: expected 2222"),
         "{f}"
@@ -103,7 +108,7 @@ fn missing_sidecar_writes_unverified_with_a_loud_warning() {
     s.remove("/install/image/ze.img.sha256");
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let o = install(&s, "", &t);
+    let o = install_image(&s, "", &t);
     ok(&o);
     assert!(stderr(&o).contains("NO CHECKSUM"), "{}", stderr(&o));
     assert!(stderr(&o).contains("verified=no"));
@@ -123,7 +128,7 @@ fn truncated_body_fails_after_three_attempts() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let f = fatal(&install(&s, "", &t));
+    let f = fatal(&install_image(&s, "", &t));
     assert!(f.contains("FATAL: download: GET http://127.0.0.1:"), "{f}");
     assert!(
         f.contains("the connection closed early at byte 2097159 of 3145728"),
@@ -141,7 +146,7 @@ fn gzip_with_trailing_garbage_is_fatal() {
     let s = serve("ze.img.gz", &gz, Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let f = fatal(&install(&s, "ze.image=ze.img.gz", &t));
+    let f = fatal(&install_image(&s, "ze.image=ze.img.gz", &t));
     assert!(
         f.contains("FATAL: write: gzip: trailing data after the compressed stream"),
         "{f}"
@@ -163,7 +168,7 @@ fn dropped_connection_resumes_with_range() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let o = install(&s, "", &t);
+    let o = install_image(&s, "", &t);
     ok(&o);
     assert_eq!(std::fs::read(&t).unwrap(), img);
     let reqs = s.requests_for("/install/image/ze.img");
@@ -191,7 +196,7 @@ fn server_ignoring_range_restarts_from_zero() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let o = install(&s, "", &t);
+    let o = install_image(&s, "", &t);
     ok(&o);
     assert_eq!(std::fs::read(&t).unwrap(), img);
     let reqs = s.requests_for("/install/image/ze.img");
@@ -213,7 +218,7 @@ fn a_stall_is_retried_after_the_lowered_stall_timeout() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
-    let o = install(&s, "ze.stall-timeout=1", &t);
+    let o = install_image(&s, "ze.stall-timeout=1", &t);
     ok(&o);
     assert!(
         stderr(&o).contains("stalled (no data for 1 s) at byte 1048576"),
@@ -230,7 +235,7 @@ fn image_404_is_fatal_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("disk.img");
     std::fs::write(&t, vec![0xAB; 2 << 20]).unwrap();
-    let f = fatal(&install(&s, "", &t));
+    let f = fatal(&install_image(&s, "", &t));
     assert!(f.contains("FATAL: download: GET http://127.0.0.1:"), "{f}");
     assert!(f.ends_with("/install/image/ze.img: 404 Not Found"), "{f}");
     assert!(std::fs::read(&t).unwrap().iter().all(|b| *b == 0xAB));
@@ -258,7 +263,7 @@ fn target_too_small_changes_not_one_byte() {
     let t = dir.path().join("disk.img");
     let before = noise(2 << 20, 99);
     std::fs::write(&t, &before).unwrap();
-    let f = fatal(&install(&s, "", &t));
+    let f = fatal(&install_image(&s, "", &t));
     assert!(f.contains("FATAL: disk: "), "{f}");
     assert!(
         f.contains("is 2.0 MiB, the image needs at least 3.0 MiB"),

@@ -48,7 +48,7 @@ fn a_multi_gib_sparse_image_streams_in_flat_memory() {
         Faults::default(),
     );
     let t = dir.path().join("disk.img");
-    let o = install(&s, &format!("ze.sha256={digest}"), &t);
+    let o = install_image(&s, &format!("ze.sha256={digest}"), &t);
     assert!(o.status.success(), "{}", stderr(&o));
 
     let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)

@@ -61,6 +61,19 @@ pub fn ze_init() -> Result<PathBuf> {
     ze_init_with(&[])
 }
 
+/// `ze-init` built for the host (debug profile), for host-mode tests such as
+/// `ze-init dhcp`: quick to rebuild, and the same code as `/init`.
+pub fn ze_init_host() -> Result<PathBuf> {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    P.get_or_init(|| {
+        build(&["-p", "ze-init"])
+            .map(|_| crate::workspace_root().join("target/debug/ze-init"))
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
 /// The `ze-pack` host binary.
 pub fn ze_pack() -> Result<PathBuf> {
     static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();

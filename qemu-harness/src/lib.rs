@@ -1,11 +1,13 @@
 //! The QEMU harness: fetch a stock Debian kernel, build the initrd with `ze-pack`, boot
 //! it under TCG, and judge the result from outside — the serial console's lines, QEMU's
-//! exit, and (in later scenarios) the bytes on the virtual disks.
+//! exit, and (in later scenarios) the bytes on the virtual disks. `netns` builds
+//! isolated networks with real servers for the root-tier network tests.
 #![deny(unsafe_code)]
 
 pub mod artifacts;
 pub mod fixture;
 pub mod kernel;
+pub mod netns;
 pub mod prereq;
 pub mod qemu;
 pub mod rundir;

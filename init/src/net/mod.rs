@@ -1,7 +1,10 @@
 //! The network stage: links, DHCP, netlink, the server probe and the policy that picks
 //! the interface. This file also reads interfaces as sysfs describes them.
 
+pub mod dhcp;
+pub mod dhcp_run;
 pub mod netlink;
+pub mod packet;
 pub mod probe;
 pub mod real;
 pub mod stage;

@@ -16,8 +16,13 @@ pub struct SysfsCarrier {
 
 impl Carrier for SysfsCarrier {
     fn has_carrier(&self, link: &Link) -> bool {
-        std::fs::read_to_string(self.sys_root.join("class/net").join(&link.name).join("carrier"))
-            .is_ok_and(|s| s.trim() == "1")
+        std::fs::read_to_string(
+            self.sys_root
+                .join("class/net")
+                .join(&link.name)
+                .join("carrier"),
+        )
+        .is_ok_and(|s| s.trim() == "1")
     }
 }
 
@@ -58,7 +63,11 @@ pub fn diagnostics(nl: &mut dyn Netlink) -> String {
             l.mac,
             if l.up { "up" } else { "down" },
             u8::from(l.carrier),
-            if a.is_empty() { "-".into() } else { a.join(",") }
+            if a.is_empty() {
+                "-".into()
+            } else {
+                a.join(",")
+            }
         ));
     }
     let name = |i: Option<u32>| {
@@ -71,7 +80,9 @@ pub fn diagnostics(nl: &mut dyn Netlink) -> String {
             "route {}/{} via {} dev {} metric {}",
             r.destination,
             r.prefix,
-            r.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+            r.gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into()),
             name(r.oif),
             r.metric
         ));

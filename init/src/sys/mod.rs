@@ -6,6 +6,7 @@
 pub mod block;
 pub mod loopdev;
 pub mod mount;
+pub mod packet;
 
 use nix::errno::Errno;
 use std::fs::File;

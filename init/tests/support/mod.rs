@@ -57,9 +57,20 @@ pub fn serve(name: &str, image: &[u8], faults: Faults) -> Server {
     s
 }
 
+/// `ze-init install` with the database fetched and injected (into partition 4).
 pub fn install(s: &Server, extra: &str, target: &Path) -> Output {
+    run_install(s, extra, target, &[])
+}
+
+/// `ze-init install --no-database`: the image alone, for images without a partition 4.
+pub fn install_image(s: &Server, extra: &str, target: &Path) -> Output {
+    run_install(s, extra, target, &["--no-database"])
+}
+
+fn run_install(s: &Server, extra: &str, target: &Path, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ze-init"))
         .arg("install")
+        .args(flags)
         .arg("--cmdline")
         .arg(format!("ze.server=127.0.0.1 ze.port={} {extra}", s.port()))
         .arg("--target")
