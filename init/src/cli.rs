@@ -4,6 +4,7 @@
 //! ```text
 //! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--answers FILE] [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
 //! ze-init install --cmdline "…" --target PATH [--no-database]
+//! ze-init net --cmdline "…" [--interfaces IF,IF…]
 //! ze-init dhcp --interface IF [--hostname H] [--timeout SECS] [--no-rapid-commit] [--hold SECS]
 //! ```
 //!
@@ -24,6 +25,8 @@ const USAGE: &str = "usage: ze-init <command> [options]
 commands:
   plan      print the parsed configuration and the disk decision as JSON; writes nothing
   install   download the image and write it to --target (no reboot)
+  net       run the network stage (links, DHCP or static, probe) and print the choice
+            as JSON; meant for a network namespace
   dhcp      run DHCP on one interface and print the lease as JSON; configures nothing
             (ze-init dhcp --help for its options)
 
@@ -39,6 +42,8 @@ options:
   --target PATH        install: the block device or file to write (a missing file is
                        created; ze.target's rules do not apply); other commands: ze.target
   --no-database        install: write the image only (no database fetch or injection)
+  --interfaces A,B     net: use exactly these interfaces, whatever their kind (veth in
+                       a test namespace); default: ethernet hardware, or ze.mac's
 ";
 
 /// Parsed host-mode arguments.
@@ -54,6 +59,8 @@ pub struct Args {
     /// install: skip fetching and injecting the database (an image without partition 4,
     /// benchmarks).
     pub no_database: bool,
+    /// net: exactly these interfaces.
+    pub interfaces: Option<Vec<String>>,
 }
 
 pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
@@ -66,6 +73,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut target = None;
     let mut answers = None;
     let mut no_database = false;
+    let mut interfaces = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if command.is_none() => command = Some(v.string().map_err(|e| e.to_string())?),
@@ -88,6 +96,14 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
             }
             Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("no-database") => no_database = true,
+            Long("interfaces") => {
+                let v = p
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                interfaces = Some(v.split(',').map(str::to_string).collect())
+            }
             Long("help") | Short('h') => return Err(String::new()),
             Long(flag) => {
                 let key = match flag {
@@ -120,6 +136,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
         env,
         target,
         no_database,
+        interfaces,
     })
 }
 
@@ -143,6 +160,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     let result = match args.command.as_str() {
         "plan" => plan(&args),
         "install" => install(&args),
+        "net" => net(&args),
         other => {
             eprintln!("ze-init: unknown command {other:?}\n\n{USAGE}");
             return 2;
@@ -245,6 +263,20 @@ fn install(args: &Args) -> Result<(), Fatal> {
         return Err(f);
     }
     logger::marker(&install::done_line(&cfg.image, &outcome));
+    Ok(())
+}
+
+/// `ze-init net`: the network stage alone, on this (namespace's) network.
+fn net(args: &Args) -> Result<(), Fatal> {
+    let parsed = configure(args)?.parsed;
+    let s = crate::net::real::settings(&parsed.config, args.interfaces.clone())
+        .ok_or_else(|| Fatal::new("config", "ze.server: is required for the network stage"))?;
+    let (chosen, _keeper) = crate::net::real::bring_up(&s, &args.env.sys_root, &args.env.dev_root)
+        .map_err(|e| Fatal::new("network", e))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&chosen).expect("JSON of plain data")
+    );
     Ok(())
 }
 

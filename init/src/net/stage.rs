@@ -50,12 +50,22 @@ pub struct Chosen {
 }
 
 /// Runs DHCP on one interface (a worker thread calls it).
-pub trait Dhcp: Sync {
-    fn acquire(&self, link: &Link, hostname: Option<&str>) -> Result<Assigned, String>;
+pub trait Dhcp: Send + Sync + 'static {
+    /// The lease's live state: kept alive for the winner, released for the others.
+    type Held: Send;
+    /// Runs until a lease, a give-up, or `stop` (another interface won).
+    fn acquire(
+        &self,
+        link: &Link,
+        hostname: Option<&str>,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(Assigned, Self::Held), String>;
+    /// Gives back a lease that will not be used (DHCPRELEASE).
+    fn release(&self, held: Self::Held);
 }
 
 /// Probes the server, optionally bound to one interface.
-pub trait Prober: Sync {
+pub trait Prober: Send + Sync + 'static {
     fn probe(&self, device: Option<&str>) -> Probe;
     /// Link state, addresses and routes, for the log every 10 failed attempts.
     fn diagnostics(&self) -> String {
@@ -64,7 +74,7 @@ pub trait Prober: Sync {
 }
 
 /// Whether an interface has carrier.
-pub trait Carrier: Sync {
+pub trait Carrier: Send + Sync + 'static {
     fn has_carrier(&self, link: &Link) -> bool;
 }
 
@@ -151,8 +161,8 @@ pub fn candidates(
     Ok((take, skipped))
 }
 
-enum Event {
-    Lease(usize, Assigned),
+enum Event<H> {
+    Lease(usize, Assigned, H),
     Failed(usize, String),
     ProbeOk(usize, Probe),
     ProbeFailed(usize, String),
@@ -194,14 +204,19 @@ pub fn probe_until(
     Err(format!("{last} after {attempts} probes"))
 }
 
-/// Brings the network up per the policy above.
-pub fn bring_up(
+/// Brings the network up per the policy above. With DHCP, the winner's held lease comes
+/// back too, for the caller to keep alive.
+///
+/// The workers are detached threads: the stage returns as soon as a winner is known,
+/// without waiting for a loser's probe to time out. Workers that finish later find
+/// nobody listening; a late lease is released.
+pub fn bring_up<D: Dhcp>(
     s: &Settings,
     nl: &mut dyn Netlink,
-    dhcp: &dyn Dhcp,
-    prober: &dyn Prober,
-    carrier: &dyn Carrier,
-) -> Result<Chosen, NetError> {
+    dhcp: &Arc<D>,
+    prober: &Arc<dyn Prober>,
+    carrier: &Arc<dyn Carrier>,
+) -> Result<(Chosen, Option<D::Held>), NetError> {
     let started = Instant::now();
     let nlerr = |e: super::netlink::NetlinkError| NetError(e.to_string());
     let links = nl.links().map_err(nlerr)?;
@@ -212,7 +227,8 @@ pub fn bring_up(
     let elapsed = |t: Instant| t.elapsed().as_millis() as u64;
 
     if let IpConfig::Static(st) = &s.ip {
-        return bring_up_static(s, st, &links, nl, prober, carrier, &never, started);
+        return bring_up_static(s, st, &links, nl, &**prober, &**carrier, &never, started)
+            .map(|c| (c, None));
     }
 
     // A route someone else set up (the kernel's ip=dhcp): trusted only if it works.
@@ -226,7 +242,7 @@ pub fn bring_up(
         if p.answered() {
             let dev = links.iter().find(|l| Some(l.index) == r.oif);
             log::info!("network: the existing default route via {via} reaches the server: {p}");
-            return Ok(Chosen {
+            let chosen = Chosen {
                 interface: dev.map(|l| l.name.clone()).unwrap_or_default(),
                 mac: dev.map(|l| l.mac.clone()).unwrap_or_default(),
                 method: "existing-route",
@@ -236,7 +252,8 @@ pub fn bring_up(
                 dns: vec![],
                 lease_time: None,
                 elapsed_ms: elapsed(started),
-            });
+            };
+            return Ok((chosen, None));
         }
         log::warn!("network: ignoring the existing default route via {via}: {p}");
     }
@@ -269,95 +286,97 @@ pub fn bring_up(
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Event>();
+    let (tx, rx) = mpsc::channel::<Event<D::Held>>();
     let mut outcome: Vec<Option<String>> = vec![None; cands.len()];
     let mut leased: Vec<Option<Assigned>> = vec![None; cands.len()];
-    let result = std::thread::scope(|scope| {
-        for (i, link) in cands.iter().enumerate() {
-            let tx = tx.clone();
-            let stop = stop.clone();
-            let hostname = s.hostname.as_deref();
-            let wait = s.carrier_wait;
-            scope.spawn(move || {
-                let t = Instant::now();
-                while !carrier.has_carrier(link) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if t.elapsed() >= wait {
-                        let _ = tx.send(Event::Failed(
-                            i,
-                            format!("no carrier within {} s", wait.as_secs()),
-                        ));
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+    let mut held: Vec<Option<D::Held>> = (0..cands.len()).map(|_| None).collect();
+    for (i, link) in cands.iter().enumerate() {
+        let (tx, stop, dhcp, carrier) = (tx.clone(), stop.clone(), dhcp.clone(), carrier.clone());
+        let (link, hostname, wait) = (link.clone(), s.hostname.clone(), s.carrier_wait);
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while !carrier.has_carrier(&link) {
+                if stop.load(Ordering::Relaxed) {
+                    return;
                 }
-                let ev = match dhcp.acquire(link, hostname) {
-                    Ok(a) => Event::Lease(i, a),
-                    Err(e) => Event::Failed(i, e),
-                };
-                let _ = tx.send(ev);
-            });
+                if t.elapsed() >= wait {
+                    let _ = tx.send(Event::Failed(
+                        i,
+                        format!("no carrier within {} s", wait.as_secs()),
+                    ));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let ev = match dhcp.acquire(&link, hostname.as_deref(), &stop) {
+                Ok((a, h)) => Event::Lease(i, a, h),
+                Err(e) => Event::Failed(i, e),
+            };
+            // After the stage has returned nobody listens: give a late lease back.
+            if let Err(mpsc::SendError(Event::Lease(_, _, h))) = tx.send(ev) {
+                dhcp.release(h);
+            }
+        });
+    }
+    let mut pending = cands.len();
+    let result = loop {
+        if pending == 0 {
+            break None;
         }
-        let mut pending = cands.len();
-        let winner = loop {
-            if pending == 0 {
-                break None;
+        let Ok(ev) = rx.recv() else { break None };
+        match ev {
+            Event::Failed(i, why) | Event::ProbeFailed(i, why) => {
+                log::warn!("network: {}: {why}", cands[i].name);
+                outcome[i] = Some(why);
+                if leased[i].is_some()
+                    && let Err(e) = nl.flush(cands[i].index)
+                {
+                    log::warn!("network: flushing {}: {e}", cands[i].name);
+                }
+                if let Some(h) = held[i].take() {
+                    dhcp.release(h);
+                }
+                pending -= 1;
             }
-            let Ok(ev) = rx.recv() else { break None };
-            match ev {
-                Event::Failed(i, why) | Event::ProbeFailed(i, why) => {
-                    log::warn!("network: {}: {why}", cands[i].name);
-                    outcome[i] = Some(why);
-                    if leased[i].is_some()
-                        && let Err(e) = nl.flush(cands[i].index)
-                    {
-                        log::warn!("network: flushing {}: {e}", cands[i].name);
-                    }
+            Event::Lease(i, a, h) => {
+                let link = &cands[i];
+                log::info!(
+                    "network: {}: lease {}/{} via {}",
+                    link.name,
+                    a.address,
+                    a.prefix,
+                    a.gateway
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| "(no router)".into())
+                );
+                if let Err(e) = apply(nl, link, &a, 100 + i as u32) {
+                    outcome[i] = Some(format!("applying the lease: {e}"));
                     pending -= 1;
+                    let _ = nl.flush(link.index);
+                    dhcp.release(h);
+                    continue;
                 }
-                Event::Lease(i, a) => {
-                    let link = &cands[i];
-                    log::info!(
-                        "network: {}: lease {}/{} via {}",
-                        link.name,
-                        a.address,
-                        a.prefix,
-                        a.gateway
-                            .map(|g| g.to_string())
-                            .unwrap_or_else(|| "(no router)".into())
-                    );
-                    if let Err(e) = apply(nl, link, &a, 100 + i as u32) {
-                        outcome[i] = Some(format!("applying the lease: {e}"));
-                        pending -= 1;
-                        let _ = nl.flush(link.index);
-                        continue;
-                    }
-                    leased[i] = Some(a);
-                    if s.wait == 0 {
-                        break Some((i, None));
-                    }
-                    let tx = tx.clone();
-                    let stop = stop.clone();
-                    let name = link.name.clone();
-                    let (attempts, interval) = (s.wait, s.probe_interval);
-                    scope.spawn(move || {
-                        let ev = match probe_until(prober, Some(&name), attempts, interval, &stop) {
-                            Ok(p) => Event::ProbeOk(i, p),
-                            Err(e) => Event::ProbeFailed(i, format!("lease applied but {e}")),
-                        };
-                        let _ = tx.send(ev);
-                    });
+                leased[i] = Some(a);
+                held[i] = Some(h);
+                if s.wait == 0 {
+                    break Some((i, None));
                 }
-                Event::ProbeOk(i, p) => break Some((i, Some(p))),
+                let (tx, stop, prober) = (tx.clone(), stop.clone(), prober.clone());
+                let name = link.name.clone();
+                let (attempts, interval) = (s.wait, s.probe_interval);
+                std::thread::spawn(move || {
+                    let ev = match probe_until(&*prober, Some(&name), attempts, interval, &stop) {
+                        Ok(p) => Event::ProbeOk(i, p),
+                        Err(e) => Event::ProbeFailed(i, format!("lease applied but {e}")),
+                    };
+                    let _ = tx.send(ev);
+                });
             }
-        };
-        stop.store(true, Ordering::Relaxed);
-        winner
-    });
-    drop(tx);
-
+            Event::ProbeOk(i, p) => break Some((i, Some(p))),
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
     let Some((w, probe)) = result else {
         let reasons: Vec<String> = cands
             .iter()
@@ -388,7 +407,7 @@ pub fn bring_up(
     if let Some(p) = probe {
         log::info!("network: {} reaches {}: {p}", cands[w].name, s.server);
     }
-    Ok(Chosen {
+    let chosen = Chosen {
         interface: cands[w].name.clone(),
         mac: cands[w].mac.clone(),
         method: "dhcp",
@@ -398,7 +417,8 @@ pub fn bring_up(
         dns: a.dns,
         lease_time: a.lease_time,
         elapsed_ms: elapsed(started),
-    })
+    };
+    Ok((chosen, held[w].take()))
 }
 
 /// Address, then (when there is a router) a default route with `metric`.

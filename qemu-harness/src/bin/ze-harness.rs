@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use qemu_harness::qemu::{DriveKind, Nic, Vm, blank_disk};
 use qemu_harness::{artifacts, kernel, rundir::RunDir};
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 fn main() -> Result<()> {
@@ -34,7 +35,8 @@ fn main() -> Result<()> {
             };
             bench_dhcp(runs)
         }
-        _ => bail!("usage: ze-harness kernel | demo | bench-dhcp [RUNS]"),
+        Some("serve") if args.len() == 3 => serve(Path::new(&args[1]), &args[2]),
+        _ => bail!("usage: ze-harness kernel | demo | bench-dhcp [RUNS] | serve DIR ADDR:PORT"),
     }
 }
 
@@ -147,5 +149,28 @@ fn median(v: &mut [f64]) -> f64 {
     match n % 2 {
         1 => v[n / 2],
         _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Serves every file under `dir` at its relative path until killed.
+fn serve(dir: &Path, bind: &str) -> Result<()> {
+    use qemu_harness::server::{Body, Faults, Server};
+    let server = Server::start(bind)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir)?.to_string_lossy().into_owned();
+                server.add(&format!("/{rel}"), Body::File(p), Faults::default());
+            }
+        }
+    }
+    println!("listening on {}", server.addr());
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::park();
     }
 }

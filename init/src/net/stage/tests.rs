@@ -37,10 +37,20 @@ fn lease(a: [u8; 4], gw: Option<[u8; 4]>) -> Assigned {
 struct FakeDhcp {
     replies: HashMap<String, (Duration, Result<Assigned, String>)>,
     asked: Mutex<Vec<(String, Option<String>)>>,
+    released: Mutex<Vec<String>>,
 }
 
 impl Dhcp for FakeDhcp {
-    fn acquire(&self, link: &Link, hostname: Option<&str>) -> Result<Assigned, String> {
+    type Held = String;
+    fn release(&self, held: String) {
+        self.released.lock().unwrap().push(held);
+    }
+    fn acquire(
+        &self,
+        link: &Link,
+        hostname: Option<&str>,
+        _stop: &Arc<AtomicBool>,
+    ) -> Result<(Assigned, String), String> {
         self.asked
             .lock()
             .unwrap()
@@ -51,7 +61,7 @@ impl Dhcp for FakeDhcp {
             .cloned()
             .unwrap_or((Duration::ZERO, Err("no DHCP offer within 30 s".into())));
         std::thread::sleep(delay);
-        r
+        r.map(|a| (a, link.name.clone()))
     }
 }
 
@@ -82,6 +92,19 @@ impl Carrier for NoCarrierOn {
     }
 }
 
+/// Runs the stage with the fakes behind the `Arc`s it shares with its workers.
+fn run(
+    s: &Settings,
+    n: &mut Fake,
+    dhcp: &Arc<FakeDhcp>,
+    prober: &Arc<FakeProber>,
+    carrier: NoCarrierOn,
+) -> Result<(Chosen, Option<String>), NetError> {
+    let p: Arc<dyn Prober> = prober.clone();
+    let c: Arc<dyn Carrier> = Arc::new(carrier);
+    bring_up(s, n, dhcp, &p, &c)
+}
+
 fn settings() -> Settings {
     Settings {
         wait: 3,
@@ -101,7 +124,7 @@ fn nl(links: Vec<Link>) -> Fake {
 #[test]
 fn one_nic_lease_probe_and_done() {
     let mut n = nl(vec![lo(), link(2, "eth0", "52:54:00:12:34:56", None)]);
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [(
             "eth0".into(),
             (
@@ -111,12 +134,14 @@ fn one_nic_lease_probe_and_done() {
         )]
         .into(),
         ..FakeDhcp::default()
-    };
-    let prober = FakeProber {
+    });
+    let prober = Arc::new(FakeProber {
         ok: vec![Some("eth0".into())],
         ..FakeProber::default()
-    };
-    let c = bring_up(&settings(), &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    });
+    let c = run(&settings(), &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.interface, "eth0");
     assert_eq!(c.method, "dhcp");
     assert_eq!(c.address, Some(Ipv4Addr::new(10, 0, 2, 15)));
@@ -139,7 +164,7 @@ fn a_lease_that_cannot_reach_the_server_is_flushed_and_the_next_wins() {
         link(2, "eth0", "52:54:00:00:00:01", None),
         link(3, "eth1", "52:54:00:00:00:02", None),
     ]);
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [
             (
                 "eth0".into(),
@@ -159,12 +184,14 @@ fn a_lease_that_cannot_reach_the_server_is_flushed_and_the_next_wins() {
         ]
         .into(),
         ..FakeDhcp::default()
-    };
-    let prober = FakeProber {
+    });
+    let prober = Arc::new(FakeProber {
         ok: vec![Some("eth1".into())],
         ..FakeProber::default()
-    };
-    let c = bring_up(&settings(), &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    });
+    let c = run(&settings(), &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.interface, "eth1");
     // eth0 was applied, probed through eth0 only, then flushed.
     assert!(n.calls.contains(&"addr 2 10.0.2.15/24".to_string()));
@@ -177,6 +204,8 @@ fn a_lease_that_cannot_reach_the_server_is_flushed_and_the_next_wins() {
     assert!(n.routes.iter().all(|r| r.oif != Some(2)));
     assert!(n.routes.iter().any(|r| r.oif == Some(3) && r.is_default()));
     assert_eq!(prober.count.lock().unwrap()[&Some("eth0".to_string())], 3);
+    // The losing lease was given back to its server.
+    assert_eq!(*dhcp.released.lock().unwrap(), vec!["eth0".to_string()]);
 }
 
 #[test]
@@ -188,7 +217,7 @@ fn no_interface_works_gives_one_error_naming_each() {
         link(4, "eth2", "52:54:00:00:00:03", None),
         link(5, "br0", "52:54:00:00:00:04", Some("bridge")),
     ]);
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [(
             "eth0".into(),
             (
@@ -198,13 +227,13 @@ fn no_interface_works_gives_one_error_naming_each() {
         )]
         .into(),
         ..FakeDhcp::default()
-    };
-    let e = bring_up(
+    });
+    let e = run(
         &settings(),
         &mut n,
         &dhcp,
-        &FakeProber::default(),
-        &NoCarrierOn(vec!["eth2"]),
+        &Arc::new(FakeProber::default()),
+        NoCarrierOn(vec!["eth2"]),
     )
     .unwrap_err()
     .to_string();
@@ -223,7 +252,7 @@ fn ze_mac_pins_one_nic_in_any_case() {
         link(2, "eth0", "52:54:00:00:00:01", None),
         link(3, "eth1", "52:54:00:00:00:02", None),
     ]);
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [
             (
                 "eth0".into(),
@@ -242,17 +271,19 @@ fn ze_mac_pins_one_nic_in_any_case() {
         ]
         .into(),
         ..FakeDhcp::default()
-    };
-    let prober = FakeProber {
+    });
+    let prober = Arc::new(FakeProber {
         ok: vec![Some("eth0".into()), Some("eth1".into())],
         ..FakeProber::default()
-    };
+    });
     let s = Settings {
         mac: Mac::parse("52:54:00:00:00:02"),
         hostname: Some("node7".into()),
         ..settings()
     };
-    let c = bring_up(&s, &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    let c = run(&s, &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.interface, "eth1");
     assert_eq!(
         *dhcp.asked.lock().unwrap(),
@@ -318,12 +349,14 @@ fn an_existing_default_route_is_trusted_only_if_the_probe_answers() {
         routes: vec![default.clone()],
         ..Fake::default()
     };
-    let dhcp = FakeDhcp::default();
-    let prober = FakeProber {
+    let dhcp = Arc::new(FakeDhcp::default());
+    let prober = Arc::new(FakeProber {
         ok: vec![None],
         ..FakeProber::default()
-    };
-    let c = bring_up(&settings(), &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    });
+    let c = run(&settings(), &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!((c.method, c.interface.as_str()), ("existing-route", "eth0"));
     assert!(dhcp.asked.lock().unwrap().is_empty());
 
@@ -333,7 +366,7 @@ fn an_existing_default_route_is_trusted_only_if_the_probe_answers() {
         routes: vec![default],
         ..Fake::default()
     };
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [(
             "eth0".into(),
             (
@@ -343,12 +376,14 @@ fn an_existing_default_route_is_trusted_only_if_the_probe_answers() {
         )]
         .into(),
         ..FakeDhcp::default()
-    };
-    let prober = FakeProber {
+    });
+    let prober = Arc::new(FakeProber {
         ok: vec![Some("eth0".into())],
         ..FakeProber::default()
-    };
-    let c = bring_up(&settings(), &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    });
+    let c = run(&settings(), &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.method, "dhcp");
     assert_eq!(dhcp.asked.lock().unwrap().len(), 1);
 }
@@ -360,12 +395,14 @@ fn static_ip_is_applied_without_dhcp() {
         ip: crate::config::ip::parse("10.0.2.15::10.0.2.2:255.255.255.0:h:eth0:off").unwrap(),
         ..settings()
     };
-    let dhcp = FakeDhcp::default();
-    let prober = FakeProber {
+    let dhcp = Arc::new(FakeDhcp::default());
+    let prober = Arc::new(FakeProber {
         ok: vec![None],
         ..FakeProber::default()
-    };
-    let c = bring_up(&s, &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    });
+    let c = run(&s, &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.method, "static");
     assert!(dhcp.asked.lock().unwrap().is_empty());
     assert_eq!(
@@ -382,20 +419,22 @@ fn static_ip_is_applied_without_dhcp() {
 #[test]
 fn wait_zero_takes_the_first_lease_without_probing() {
     let mut n = nl(vec![lo(), link(2, "eth0", "52:54:00:00:00:01", None)]);
-    let dhcp = FakeDhcp {
+    let dhcp = Arc::new(FakeDhcp {
         replies: [(
             "eth0".into(),
             (Duration::ZERO, Ok(lease([10, 0, 2, 15], None))),
         )]
         .into(),
         ..FakeDhcp::default()
-    };
-    let prober = FakeProber::default();
+    });
+    let prober = Arc::new(FakeProber::default());
     let s = Settings {
         wait: 0,
         ..settings()
     };
-    let c = bring_up(&s, &mut n, &dhcp, &prober, &NoCarrierOn(vec![])).unwrap();
+    let c = run(&s, &mut n, &dhcp, &prober, NoCarrierOn(vec![]))
+        .unwrap()
+        .0;
     assert_eq!(c.interface, "eth0");
     assert!(prober.count.lock().unwrap().is_empty());
     // No router: an address and its prefix route, no default route.
@@ -404,10 +443,10 @@ fn wait_zero_takes_the_first_lease_without_probing() {
 
 #[test]
 fn probe_until_paces_attempts_and_reports_the_last_failure() {
-    let prober = FakeProber::default();
+    let prober = Arc::new(FakeProber::default());
     let stop = AtomicBool::new(false);
     let t = Instant::now();
-    let e = probe_until(&prober, Some("eth9"), 3, Duration::from_millis(50), &stop).unwrap_err();
+    let e = probe_until(&*prober, Some("eth9"), 3, Duration::from_millis(50), &stop).unwrap_err();
     // Two gaps between three attempts.
     assert!(t.elapsed() >= Duration::from_millis(100));
     assert_eq!(
