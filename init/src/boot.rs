@@ -2,8 +2,9 @@
 //! succeed returns its error with `?` and becomes the single FATAL line; a best-effort
 //! stage logs a warning and the sequence goes on.
 
+use crate::config::{self, Source};
 use crate::config::{ConfigBuilder, ConfigError, MergeError, Parsed, answers};
-use crate::{disk, logger, modules, net};
+use crate::{disk, install, logger, modules, net, write};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,10 @@ pub struct Env {
     pub bundle: PathBuf,
     /// The answers file baked into the initrd (`ze-pack initrd --answers`); absent is fine.
     pub answers: PathBuf,
+    /// Where private mount points are made (a tmpfs).
+    pub run_root: PathBuf,
+    /// Written with the lease's DNS servers, when set (PID 1 only).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 impl Env {
@@ -27,6 +32,8 @@ impl Env {
             dev_root: "/dev".into(),
             bundle: PathBuf::from("/").join(modules::BUNDLE_DIR),
             answers: answers::INITRD_PATH.into(),
+            run_root: "/run".into(),
+            resolv_conf: Some("/etc/resolv.conf".into()),
         }
     }
 }
@@ -237,15 +244,178 @@ pub fn print_inventory(env: &Env, parsed: &Parsed) {
     log::debug!("config sources: {json}");
 }
 
-/// The whole sequence. Until the network and install stages land it ends after the
-/// inventory, and the caller prints READY and powers off.
-pub fn run(env: &Env) -> Result<(), Fatal> {
-    let configured = configure(env)?;
+/// How PID 1 ends a successful run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// An HTTP install: boot the new system.
+    Reboot,
+    /// An ISO install (never reboot with the media in), or a dry run.
+    PowerOff,
+}
+
+/// The whole sequence, top to bottom.
+pub fn run(env: &Env) -> Result<Finish, Fatal> {
+    let mut configured = configure(env)?;
     if let Err(e) = load_modules(env) {
         log::warn!("loading modules: {e}");
     }
     print_inventory(env, &configured.parsed);
-    Ok(())
+    match configured.parsed.config.source {
+        Source::Http => http_install(env, &mut configured),
+        Source::Iso => Err(Fatal::new(
+            "config",
+            "ze.source=iso: this build has no ISO source yet",
+        )),
+    }
+}
+
+/// The PXE install: network, per-machine answers, disk decision, download and write,
+/// database, reboot.
+fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
+    let (chosen, mut lease) = network(env, &c.parsed.config)?;
+    if let Some(a) = c.parsed.config.answers.clone()
+        && c.builder.url_answers_pending()
+    {
+        let before = c.parsed.config.ip.clone();
+        fetch_url_answers(env, c, &a, &chosen)?;
+        if c.parsed.config.ip != before {
+            log::info!("network: the answers file changed the network configuration; applying it");
+            drop(lease.take());
+            if let Ok(mut nl) = net::netlink::RtNetlink::open() {
+                let idx = net::netlink::Netlink::links(&mut nl)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|l| l.name == chosen.interface)
+                    .map(|l| l.index);
+                if let Some(i) = idx
+                    && let Err(e) = net::netlink::Netlink::flush(&mut nl, i)
+                {
+                    log::warn!("network: flushing {}: {e}", chosen.interface);
+                }
+            }
+            lease = network(env, &c.parsed.config)?.1;
+        }
+    }
+    let cfg = c.parsed.config.clone();
+
+    let decision = disk::plan(
+        disk::Roots::from(env),
+        disk::Request {
+            mode: disk::Mode::Http,
+            target: cfg.target.as_deref(),
+            exclude: &[],
+        },
+    );
+    for line in decision.log_lines() {
+        log::info!("{line}");
+    }
+    let disk = decision.into_target().map_err(|e| Fatal::new("disk", e))?;
+    let target = env.dev_root.join(&disk.name);
+
+    let client = install::client(&cfg);
+    let expected = install::expected_digest(&cfg, &client)?;
+    let database = install::fetch_database(&client)?;
+    if cfg.dry_run {
+        let dl = client
+            .open(&install::image_path(&cfg.image))
+            .map_err(|e| Fatal::new("download", e))?;
+        if let Some(total) = dl.total() {
+            disk::check_fits(&disk, total).map_err(|e| Fatal::new("disk", e))?;
+        }
+        log::info!(
+            "dry run: would write {} to {} and inject {} bytes of database; nothing written",
+            dl.url(),
+            target.display(),
+            database.len()
+        );
+        logger::marker("READY");
+        return Ok(Finish::PowerOff);
+    }
+    let progress = write::Progress::new();
+    let (outcome, written) =
+        install::download_and_write(&cfg, &client, &target, expected, &progress)?;
+    // The exclusive handle goes before the partition table is re-read.
+    drop(written);
+    if let Err(f) = install::inject_database(
+        install::Written::Disk(&disk),
+        &env.sys_root,
+        &env.dev_root,
+        &env.run_root,
+        &database,
+    ) {
+        install::unbootable(&target);
+        return Err(f);
+    }
+    logger::marker(&install::done_line(&cfg.image, &outcome));
+    drop(lease);
+    Ok(Finish::Reboot)
+}
+
+/// The network stage; the DHCP lease (if any) stays alive while the keeper lives.
+fn network(
+    env: &Env,
+    cfg: &config::Config,
+) -> Result<(net::stage::Chosen, Option<net::dhcp_run::Keeper>), Fatal> {
+    let settings = net::real::settings(cfg, None).ok_or_else(|| {
+        Fatal::new(
+            "config",
+            "ze.server: is required (the network stage probes it)",
+        )
+    })?;
+    let (chosen, keeper) = net::real::bring_up(&settings, &env.sys_root, &env.dev_root)
+        .map_err(|e| Fatal::new("network", e))?;
+    log::info!(
+        "network: using {} ({}) {} {}/{} via {} in {} ms",
+        chosen.interface,
+        chosen.mac,
+        chosen.method,
+        chosen
+            .address
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        chosen
+            .prefix
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        chosen
+            .gateway
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into()),
+        chosen.elapsed_ms
+    );
+    if let Some(path) = &env.resolv_conf
+        && let Err(e) = net::real::write_resolv_conf(path, &chosen.dns)
+    {
+        log::warn!("writing {}: {e}", path.display());
+    }
+    Ok((chosen, keeper))
+}
+
+/// `kldload.answers=`: fetch the per-machine (or given) answers file and merge it.
+fn fetch_url_answers(
+    env: &Env,
+    c: &mut Configured,
+    a: &config::Answers,
+    chosen: &net::stage::Chosen,
+) -> Result<(), Fatal> {
+    use config::answers::{MAX_BYTES, Reply, answers_urls, fetch_answers};
+    let cfg = &c.parsed.config;
+    let boot = config::Mac::parse(&chosen.mac);
+    let others: Vec<config::Mac> = net::interfaces(&env.sys_root)
+        .into_iter()
+        .filter(|i| i.name != chosen.interface)
+        .filter_map(|i| config::Mac::parse(&i.mac))
+        .collect();
+    let urls = answers_urls(a, cfg.server, cfg.port, boot, &others);
+    let got = fetch_answers(a, &urls, |url| {
+        crate::source::http::get_small(url, MAX_BYTES as u64, std::time::Duration::from_secs(10))
+            .map(|(status, body)| Reply { status, body })
+    })
+    .map_err(|e| Fatal::new("config", e))?;
+    match got {
+        Some((url, bytes)) => c.merge_url_answers(&url, &bytes),
+        None => c.no_url_answers(),
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +434,8 @@ mod tests {
             dev_root: dir.join("dev"),
             bundle: dir.join("bundle"),
             answers: file,
+            run_root: dir.join("run"),
+            resolv_conf: None,
         }
     }
 

@@ -30,10 +30,8 @@ pub fn run() -> ! {
     }
     let env = Env::real();
     match panic::catch_unwind(|| boot::run(&env)) {
-        Ok(Ok(())) => {
-            logger::marker("READY");
-            sys::halt(Halt::PowerOff)
-        }
+        Ok(Ok(boot::Finish::Reboot)) => sys::halt(Halt::Reboot),
+        Ok(Ok(boot::Finish::PowerOff)) => sys::halt(Halt::PowerOff),
         Ok(Err(fatal)) => {
             logger::fatal(fatal.stage, &fatal.message);
             // The recovery console replaces this power-off (recovery issue).

@@ -6,6 +6,7 @@
 //! `--include-ignored`.
 
 use qemu_harness::qemu::{DriveKind, Nic, Vm, blank_disk};
+use qemu_harness::server::{Body, Faults, Server};
 use qemu_harness::{artifacts, kernel, prereq, rundir::RunDir};
 use std::time::Duration;
 
@@ -35,7 +36,24 @@ fn boot_stock_kernel() {
     let dir = RunDir::new("boot_stock_kernel");
     let disk = dir.join("vda.img");
     blank_disk(&disk, 64 << 20).unwrap();
-    let mut run = vm(&dir, "console=ttyS0 panic=-1 ze.server=10.0.2.2")
+    // A dry run goes through the network, the disk decision and the image's size
+    // check, then stops with READY: the whole skeleton, nothing written.
+    let server = Server::start("127.0.0.1:0").unwrap();
+    server.add(
+        "/install/image/ze.img",
+        Body::bytes(vec![7u8; 4096]),
+        Faults::default(),
+    );
+    server.add(
+        "/install/database.zefs",
+        Body::bytes(b"db".to_vec()),
+        Faults::default(),
+    );
+    let append = format!(
+        "console=ttyS0 panic=-1 ze.server=10.0.2.2 ze.port={} ze.dry-run=1",
+        server.port()
+    );
+    let mut run = vm(&dir, &append)
         .drive(&disk, DriveKind::Virtio)
         .nic(Nic::user())
         .start(dir.path())
@@ -73,6 +91,12 @@ fn boot_stock_kernel() {
         "{nic}"
     );
     assert!(log.contains(r#""server":"10.0.2.2""#), "config not printed");
+    assert!(log.contains("network: using eth0"), "{log}");
+    assert!(log.contains("dry run: would write"), "{log}");
+    assert!(
+        std::fs::read(&disk).unwrap().iter().all(|b| *b == 0),
+        "a dry run wrote"
+    );
     // READY comes after the inventory and before the power-off.
     let ready_at = log.find("[ze-install] READY").unwrap();
     assert!(log.find("  disk vda ").unwrap() < ready_at);

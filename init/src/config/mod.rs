@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("ze.sha256", "-"),
     ("ze.log", "info"),
     ("ze.stall-timeout", "60"),
+    ("ze.dry-run", "0"),
     ("ze.hostname", "-"),
 ];
 
@@ -165,6 +166,8 @@ pub struct Config {
     pub log: LogLevel,
     /// Seconds without a byte before a download counts as stalled.
     pub stall_timeout: u32,
+    /// Do everything up to the write (network, disk decision, image size), then stop.
+    pub dry_run: bool,
     pub ip: IpConfig,
     pub answers: Option<Answers>,
     /// Sent as DHCP option 12 (RFC 2132 §3.14), so the DHCP server and its DNS know
@@ -188,6 +191,7 @@ impl Default for Config {
             sha256: None,
             log: LogLevel::Info,
             stall_timeout: 60,
+            dry_run: false,
             ip: IpConfig::default(),
             answers: None,
             hostname: None,
@@ -343,6 +347,13 @@ pub fn apply(
                 .ok()
                 .filter(|s| (1..=3600).contains(s))
                 .ok_or_else(|| bad("is not a number of seconds (1-3600)"))?
+        }
+        "ze.dry-run" => {
+            c.dry_run = match value {
+                "1" | "yes" | "true" => true,
+                "0" | "no" | "false" => false,
+                _ => return Err(bad("is not 1 or 0")),
+            }
         }
         "ip" => c.ip = ip::parse(value).map_err(|why| invalid(key, why))?,
         "kldload.answers" => {

@@ -39,6 +39,7 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.sha256, None);
     assert_eq!(c.log, LogLevel::Info);
     assert_eq!(c.stall_timeout, 60);
+    assert!(!c.dry_run);
     assert_eq!(c.ip, IpConfig::Dhcp { device: None });
     assert_eq!(c.answers, None);
 }
@@ -49,7 +50,7 @@ fn every_key_is_applied() {
         "ze.port=8080 ze.image=prod-1.2+x_y.img.gz ze.target=/dev/nvme0n1 ze.wait=0 \
          ze.mac=52-54-00-AB-cd-EF ze.sha256={} ze.log=debug ze.rescue-auth={PHC} \
          ze.shell-auth={} ip=10.0.2.15::10.0.2.2:255.255.255.0:n1:eth0:off \
-         kldload.answers=http://10.0.2.2/a.env ze.stall-timeout=2",
+         kldload.answers=http://10.0.2.2/a.env ze.stall-timeout=2 ze.dry-run=1",
         "A".repeat(64),
         "b".repeat(64),
     ));
@@ -61,6 +62,7 @@ fn every_key_is_applied() {
     assert_eq!(c.sha256, Some("a".repeat(64)));
     assert_eq!(c.log, LogLevel::Debug);
     assert_eq!(c.stall_timeout, 2);
+    assert!(c.dry_run);
     assert_eq!(c.rescue_auth.as_ref().unwrap().expose(), PHC);
     assert_eq!(c.shell_auth.as_ref().unwrap().expose(), "b".repeat(64));
     assert!(matches!(c.ip, IpConfig::Static(ref s) if s.prefix == 24));
@@ -156,6 +158,7 @@ fn invalid_values_name_the_key() {
         ("ze.log=trace", "ze.log", "is not a log level"),
         ("ze.log=INFO", "ze.log", "is not a log level"),
         ("ze.stall-timeout=0", "ze.stall-timeout", "1-3600"),
+        ("ze.dry-run=maybe", "ze.dry-run", "1 or 0"),
         ("ze.stall-timeout=3601", "ze.stall-timeout", "1-3600"),
         ("ze.stall-timeout=1.5", "ze.stall-timeout", "1-3600"),
         (

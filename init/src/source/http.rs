@@ -346,6 +346,26 @@ impl Read for Download {
     }
 }
 
+/// One GET of a small document at any URL (an answers file): the status and at most
+/// `limit` bytes of body, or the transport error. No retries: the caller decides.
+pub fn get_small(url: &str, limit: u64, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(concat!("ze-install/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let agent: ureq::Agent = config.into();
+    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
