@@ -4,6 +4,8 @@
 #![deny(unsafe_code)]
 
 pub mod artifacts;
+pub mod kbuild;
+pub mod kconfig;
 pub mod kernel;
 pub mod prereq;
 pub mod qemu;
