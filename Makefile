@@ -9,7 +9,7 @@ PACK := target/release/ze-pack
 HARNESS := target/release/ze-harness
 BUILD := build
 
-.PHONY: deps build initrd demo test unit e2e lint fmt bench sizes clean
+.PHONY: deps build harness initrd kernel kernel-check demo test unit e2e lint fmt bench sizes clean
 
 deps:
 	@scripts/deps.sh
@@ -27,6 +27,22 @@ initrd: build
 	  cp "$$KERNEL" $(BUILD)/vmlinuz
 	$(PACK) initrd --init $(INIT) --profile none --out $(BUILD)/initrd-nomod.img.gz
 
+# The harness alone, for the kernel targets.
+harness: deps
+	$(CARGO) build --release -p qemu-harness
+
+# The custom kernel, every driver built in (kernel-configs/README.md): tinyconfig plus
+# the profile's fragments, required symbols checked, bzImage and config into
+# $$ZE_CACHE/kernel-build/. Unchanged inputs are a no-op. PROFILE=qemu (default) or
+# hardware; KERNEL_SRC=<tree or tarball> replaces Debian's linux-source-6.1.
+kernel: harness
+	$(HARNESS) kernel-build $(or $(PROFILE),qemu)
+
+# Resolves the config and checks the required symbols without compiling (seconds once
+# the source is unpacked). Both profiles unless PROFILE is given.
+kernel-check: harness
+	$(HARNESS) kernel-check $(PROFILE)
+
 demo: build
 	$(HARNESS) demo
 
@@ -39,10 +55,13 @@ unit: deps
 
 # The QEMU (and, as later issues land, root) tiers. Under CI=true a missing
 # prerequisite fails these tests instead of skipping them.
+# The qemu-profile kernel is built first (cached) so its four minutes show up here and
+# not inside a test's timeout.
 e2e: build
+	$(HARNESS) kernel-build qemu
 	$(CARGO) test -p qemu-harness -- --ignored --test-threads=2
 
-test: lint unit e2e
+test: lint unit kernel-check e2e
 
 sizes: initrd
 	@scripts/sizes.sh $(INIT) $(BUILD)/initrd-nomod.img.gz $(BUILD)/initrd.img.gz

@@ -12,6 +12,18 @@ pkgs=(
     gzip
     e2fsprogs         # mkfs.ext4 and debugfs for fixture images
     iproute2          # ip netns for the network tests
+    # The custom kernel (make kernel, kernel-check):
+    linux-source-6.1  # its source, /usr/src/linux-source-6.1.tar.xz
+    xz-utils          # unpacks that tarball
+    make              # kbuild
+    gcc               # compiles the kernel and kconfig's host tools
+    libc6-dev         # headers and libc for those host tools
+    bc                # kbuild computes time constants with it
+    bison             # generates kconfig's parser
+    flex              # generates kconfig's lexer
+    perl              # kbuild helper scripts
+    libelf-dev        # objtool, which x86_64 configs can turn on
+    libssl-dev        # sign-file and extract-cert, which some configs turn on
 )
 
 missing=()
