@@ -149,7 +149,7 @@ fn bench_boot(args: &[String]) -> Result<()> {
     for s in &subjects {
         let runs: Vec<String> = s.to_ready.iter().map(|t| format!("{t:.2}")).collect();
         println!(
-            "{:<7} {:<24} {:>7.2}MB {:>7.2}MB {:>9.2} s {:>9.2} s  {}",
+            "{:<7} {:<24} {:>6.2}MiB {:>6.2}MiB {:>9.2} s {:>9.2} s  {}",
             s.name,
             s.release,
             mib(&s.kernel),
