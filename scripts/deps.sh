@@ -17,6 +17,18 @@ pkgs=(
     time              # make bench: peak RSS with /usr/bin/time -v
     dnsmasq-base      # DHCP server for the netns tests; -base ships no system service
     isc-dhcp-server   # a second, independent DHCP server implementation for the netns tests
+    # The custom kernel (make kernel, kernel-check):
+    linux-source-6.1  # its source, /usr/src/linux-source-6.1.tar.xz
+    xz-utils          # unpacks that tarball
+    make              # kbuild
+    gcc               # compiles the kernel and kconfig's host tools
+    libc6-dev         # headers and libc for those host tools
+    bc                # kbuild computes time constants with it
+    bison             # generates kconfig's parser
+    flex              # generates kconfig's lexer
+    perl              # kbuild helper scripts
+    libelf-dev        # objtool, which x86_64 configs can turn on
+    libssl-dev        # sign-file and extract-cert, which some configs turn on
 )
 
 # Packages whose maintainer scripts would start a system service we never want running

@@ -1,11 +1,14 @@
-//! The stock Debian kernel the scenarios boot: exactly the package that
+//! The kernels the scenarios boot. The stock Debian kernel: exactly the package that
 //! `linux-image-cloud-amd64` depends on, fetched with `apt-get download` and unpacked
-//! with `dpkg -x` into the cache (neither needs root).
+//! with `dpkg -x` into the cache (neither needs root); its drivers are modules the
+//! initrd bundles. The custom kernel: built from `kernel-configs/` with every driver
+//! built in (see [`crate::kbuild`]), booted with a module-free initrd.
 
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// A kernel image and the module tree that goes with it.
 #[derive(Debug, Clone)]
@@ -51,6 +54,29 @@ pub fn parse_depends(text: &str) -> Option<String> {
 pub fn stock() -> Result<Kernel> {
     static K: OnceLock<Result<Kernel, String>> = OnceLock::new();
     K.get_or_init(|| fetch(&crate::cache_dir().join("kernel")).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// The custom kernel of `profile` (`qemu` or `hardware`), built once into the cache
+/// (`make kernel PROFILE=…` builds the same one) and reused while its inputs are
+/// unchanged. It has no modules.
+pub fn custom(profile: &str) -> Result<Kernel> {
+    static K: Mutex<BTreeMap<String, Result<Kernel, String>>> = Mutex::new(BTreeMap::new());
+    let mut built = K.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(profile.to_string())
+        .or_insert_with(|| {
+            crate::kbuild::build(&crate::kbuild::Options::new(profile))
+                .and_then(|o| {
+                    Ok(Kernel {
+                        vmlinuz: o.bzimage.context("the build produced no bzImage")?,
+                        modules: None,
+                        release: o.release.unwrap_or_default(),
+                    })
+                })
+                .map_err(|e| format!("building the {profile} kernel: {e:#}"))
+        })
         .clone()
         .map_err(anyhow::Error::msg)
 }

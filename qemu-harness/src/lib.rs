@@ -6,6 +6,8 @@
 
 pub mod artifacts;
 pub mod fixture;
+pub mod kbuild;
+pub mod kconfig;
 pub mod kernel;
 pub mod netns;
 pub mod prereq;

@@ -28,6 +28,18 @@ pub fn require(cmds: &[&str]) -> bool {
     false
 }
 
+/// Checks that `path` exists (`what` says which package provides it); on a miss,
+/// panics under CI and returns false otherwise.
+pub fn require_path(path: &std::path::Path, what: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    let msg = format!("missing {} ({what})", path.display());
+    assert!(!is_ci(), "{msg}; required under CI=true");
+    eprintln!("SKIP: {msg}");
+    false
+}
+
 /// Root is needed for network namespaces and loop devices.
 pub fn require_root() -> bool {
     if nix_is_root() {

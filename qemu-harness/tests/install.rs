@@ -69,12 +69,16 @@ fn serve(dir: &RunDir, name: &str, gzip: bool, faults: Faults) -> Served {
     Served { server, image, p4 }
 }
 
-/// Boots the installer against `s` with one blank 64 MiB virtio disk; returns the
-/// serial log once QEMU has exited by itself.
+/// Boots the installer (stock kernel, qemu module bundle) against `s` with one blank
+/// 64 MiB virtio disk; returns the serial log once QEMU has exited by itself.
 fn install(dir: &RunDir, s: &Served, extra: &str, disk: &Path) -> String {
-    let k = kernel::stock().unwrap();
+    install_on(&kernel::stock().unwrap(), dir, s, extra, disk)
+}
+
+/// The same on any kernel; one without a module tree gets a module-free initrd.
+fn install_on(k: &kernel::Kernel, dir: &RunDir, s: &Served, extra: &str, disk: &Path) -> String {
     let init = artifacts::ze_init().unwrap();
-    let initrd = artifacts::initrd(&dir.join("initrd.img"), &init, &k, &[]).unwrap();
+    let initrd = artifacts::initrd(&dir.join("initrd.img"), &init, k, &[]).unwrap();
     blank_disk(disk, 64 << 20).unwrap();
     let append = format!(
         "console=ttyS0 panic=-1 ze.server=10.0.2.2 ze.port={} {extra}",
@@ -218,4 +222,23 @@ fn two_nics_the_restricted_one_is_skipped() {
         "{log}"
     );
     judge(&s, &disk, &log);
+}
+
+/// kernel-configs' qemu kernel (every driver built in) with a module-free initrd:
+/// the same install, the same judgement.
+#[test]
+#[ignore = "builds a kernel and boots QEMU; run by make test"]
+fn http_install_on_the_custom_kernel() {
+    if !ready() {
+        return;
+    }
+    let k = kernel::custom("qemu").expect("custom kernel (make kernel)");
+    assert!(k.modules.is_none());
+    let dir = RunDir::new("http_install_custom_kernel");
+    let s = serve(&dir, "ze.img", false, Faults::default());
+    let disk = dir.join("vda.img");
+    let log = install_on(&k, &dir, &s, "", &disk);
+    judge(&s, &disk, &log);
+    assert!(log.contains(&format!("on kernel {}", k.release)), "{log}");
+    assert!(log.contains("no bundled modules"), "{log}");
 }

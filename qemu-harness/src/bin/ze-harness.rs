@@ -1,22 +1,31 @@
 //! `ze-harness`: the harness's pieces for the Makefile and for people.
 //!
 //! ```text
-//! ze-harness kernel   print KERNEL=… MODULES=… RELEASE=… for the stock kernel (fetched once)
-//! ze-harness demo     boot the installer in QEMU and stream its console
-//! ze-harness bench-dhcp [RUNS]
-//!                     median link-up → lease of `ze-init dhcp` against dnsmasq in a
-//!                     network namespace (root; default 20 runs)
+//! ze-harness kernel                    print KERNEL=… MODULES=… RELEASE=… for the stock kernel (fetched once)
+//! ze-harness kernel-build [PROFILE]    build the custom kernel (default qemu; cached), print KERNEL=… CONFIG=… RELEASE=…
+//! ze-harness kernel-check [PROFILE…]   resolve the config and check the required symbols, no compile (default: all)
+//! ze-harness bench-boot [--runs N]     QEMU start to READY, custom kernel vs stock kernel with modules
+//! ze-harness demo                      boot the installer in QEMU and stream its console
+//! ze-harness bench-dhcp [RUNS]              link-up → lease of `ze-init dhcp` against dnsmasq in a netns (root)
+//! ze-harness serve DIR ADDR:PORT           serve DIR with the test server (e.g. inside a netns)
 //! ```
+//!
+//! The kernel commands read `KERNEL_SRC` (a source tree or tarball; default Debian's
+//! linux-source-6.1) and `ZE_CACHE`.
 
 use anyhow::{Context, Result, bail};
 use qemu_harness::qemu::{DriveKind, Nic, Vm, blank_disk};
-use qemu_harness::{artifacts, kernel, rundir::RunDir};
+use qemu_harness::{artifacts, kbuild, kernel, rundir::RunDir};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+const USAGE: &str = "usage: ze-harness kernel | kernel-build [PROFILE] | kernel-check [PROFILE...] \
+                     | bench-boot [--runs N] | bench-dhcp [RUNS] | demo | serve DIR ADDR:PORT";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
         Some("kernel") => {
             let k = kernel::stock()?;
@@ -27,6 +36,9 @@ fn main() -> Result<()> {
             println!("RELEASE={}", k.release);
             Ok(())
         }
+        Some("kernel-build") => kernel_build(rest),
+        Some("kernel-check") => kernel_check(rest),
+        Some("bench-boot") => bench_boot(rest),
         Some("demo") => demo(),
         Some("bench-dhcp") => {
             let runs = match args.get(1) {
@@ -36,8 +48,193 @@ fn main() -> Result<()> {
             bench_dhcp(runs)
         }
         Some("serve") if args.len() == 3 => serve(Path::new(&args[1]), &args[2]),
-        _ => bail!("usage: ze-harness kernel | demo | bench-dhcp [RUNS] | serve DIR ADDR:PORT"),
+        _ => bail!(USAGE),
     }
+}
+
+fn kernel_build(args: &[String]) -> Result<()> {
+    let profile = match args {
+        [] => "qemu",
+        [p] => p.as_str(),
+        _ => bail!(USAGE),
+    };
+    let out = kbuild::build(&kbuild::Options::new(profile))?;
+    if out.cached {
+        eprintln!("kernel: {profile} kernel is up to date (inputs unchanged, nothing ran)");
+    }
+    let image = out.bzimage.context("the build produced no bzImage")?;
+    println!("KERNEL={}", image.display());
+    println!("CONFIG={}", out.config.display());
+    println!("RELEASE={}", out.release.unwrap_or_default());
+    Ok(())
+}
+
+/// Checks every named profile (all by default) and fails if any failed, after all ran.
+fn kernel_check(args: &[String]) -> Result<()> {
+    let profiles: Vec<String> = if args.is_empty() {
+        kbuild::PROFILES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect()
+    } else {
+        args.to_vec()
+    };
+    let mut failed = Vec::new();
+    for p in &profiles {
+        if let Err(e) = kbuild::check(&kbuild::Options::new(p)) {
+            eprintln!("kernel-check: FAILED: {e:#}");
+            failed.push(p.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("kernel-check failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// One kernel and initrd under test in the benchmark.
+struct Subject {
+    name: &'static str,
+    release: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    to_init: Vec<f64>,
+    to_discover: Vec<f64>,
+    /// From /init's first line to its first DHCPDISCOVER, by the console's stamps.
+    init_to_discover: Vec<f64>,
+}
+
+/// Boots the custom (qemu profile, module-free initrd) and the stock kernel (bundled
+/// modules) alternately, `--runs` times each, on the same virtual machine, and prints
+/// the median time from QEMU's start to ze-init's first line and to READY.
+fn bench_boot(args: &[String]) -> Result<()> {
+    let runs: usize = match args {
+        [] => 3,
+        [flag, n] if flag == "--runs" => n.parse().context("--runs takes a number")?,
+        _ => bail!(USAGE),
+    };
+    let dir = RunDir::new("bench-boot");
+    let init = artifacts::ze_init()?;
+    let custom = kernel::custom("qemu")?;
+    let stock = kernel::stock()?;
+    let mut subjects = vec![
+        Subject {
+            name: "custom",
+            release: custom.release.clone(),
+            kernel: custom.vmlinuz.clone(),
+            initrd: artifacts::initrd(
+                &dir.join("initrd-none.img"),
+                &init,
+                &custom,
+                &["--profile", "none"],
+            )?,
+            to_init: vec![],
+            to_discover: vec![],
+            init_to_discover: vec![],
+        },
+        Subject {
+            name: "stock",
+            release: stock.release.clone(),
+            kernel: stock.vmlinuz.clone(),
+            initrd: artifacts::initrd(&dir.join("initrd-qemu.img"), &init, &stock, &[])?,
+            to_init: vec![],
+            to_discover: vec![],
+            init_to_discover: vec![],
+        },
+    ];
+    for i in 0..runs {
+        // Alternating spreads the load of a shared machine over both kernels.
+        for s in &mut subjects {
+            let (init_s, discover_s, inside) = boot_once(&dir, s, i)?;
+            eprintln!(
+                "bench-boot: run {}/{runs} {:<6} /init {init_s:.2} s, DISCOVER {discover_s:.2} s, /init→DISCOVER {:.0} ms",
+                i + 1,
+                s.name,
+                inside * 1000.0
+            );
+            s.to_init.push(init_s);
+            s.to_discover.push(discover_s);
+            s.init_to_discover.push(inside);
+        }
+    }
+    println!(
+        "boot time under TCG, median of {runs} runs (QEMU start to the marker on ttyS0; \
+         /init→DISCOVER from the console's own stamps)"
+    );
+    println!(
+        "{:<7} {:<24} {:>9} {:>9} {:>11} {:>13} {:>16}",
+        "kernel", "release", "kernel", "initrd", "to /init", "to DISCOVER", "/init→DISCOVER"
+    );
+    for s in &subjects {
+        println!(
+            "{:<7} {:<24} {:>6.2}MiB {:>6.2}MiB {:>9.2} s {:>11.2} s {:>13.0} ms",
+            s.name,
+            s.release,
+            mib(&s.kernel),
+            mib(&s.initrd),
+            median(&s.to_init),
+            median(&s.to_discover),
+            median(&s.init_to_discover) * 1000.0
+        );
+    }
+    println!(
+        "ratio custom/stock to the first DISCOVER: {:.2}; /init→DISCOVER target ≤ 50 ms",
+        median(&subjects[0].to_discover) / median(&subjects[1].to_discover)
+    );
+    Ok(())
+}
+
+/// The `[+1.234s]` stamp of the first console line containing `needle`.
+fn stamp(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let start = line.find("[+")? + 2;
+    let end = line[start..].find("s]")? + start;
+    line[start..end].parse().ok()
+}
+
+fn boot_once(dir: &RunDir, s: &Subject, i: usize) -> Result<(f64, f64, f64)> {
+    let run_dir = dir.join(&format!("{}-{i}", s.name));
+    std::fs::create_dir_all(&run_dir)?;
+    let disk = run_dir.join("vda.img");
+    blank_disk(&disk, 64 << 20)?;
+    // ze.log=debug prints each DHCP message; the run ends at the first DISCOVER.
+    let mut run = Vm::new(
+        &s.kernel,
+        &s.initrd,
+        "console=ttyS0 panic=-1 ze.server=10.0.2.2 ze.log=debug",
+    )
+    .drive(&disk, DriveKind::Virtio)
+    .nic(Nic::user())
+    .start(&run_dir)?;
+    let limit = Duration::from_secs(120);
+    run.wait_for(0, "starting as PID 1", limit)?;
+    let to_init = run.elapsed().as_secs_f64();
+    run.wait_for(0, "DHCPDISCOVER", limit)?;
+    let to_discover = run.elapsed().as_secs_f64();
+    let log = run.serial(0);
+    run.kill();
+    let inside = match (
+        stamp(&log, "starting as PID 1"),
+        stamp(&log, "DHCPDISCOVER"),
+    ) {
+        (Some(a), Some(b)) => b - a,
+        _ => bail!("no console stamps in {}", run_dir.display()),
+    };
+    Ok((to_init, to_discover, inside))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn mib(p: &Path) -> f64 {
+    std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0)
 }
 
 /// Boots the stock kernel with the qemu-profile initrd, one blank virtio disk and a
@@ -134,22 +331,13 @@ fn bench_dhcp(runs: usize) -> Result<()> {
         };
         println!(
             "dhcp {label:<28} median {:7.2} ms   min {:7.2}   max {:7.2}   (process wall-clock median {:.1} ms)   target <= 50 ms",
-            median(&mut ms.clone()),
+            median(&ms),
             ms.iter().cloned().fold(f64::INFINITY, f64::min),
             ms.iter().cloned().fold(0.0, f64::max),
-            median(&mut wall),
+            median(&wall),
         );
     }
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    match n % 2 {
-        1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Serves every file under `dir` at its relative path until killed.
