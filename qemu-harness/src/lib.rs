@@ -10,6 +10,7 @@ pub mod kbuild;
 pub mod kconfig;
 pub mod kernel;
 pub mod netns;
+pub mod pcap;
 pub mod prereq;
 pub mod qemu;
 pub mod rundir;
