@@ -260,6 +260,7 @@ fn run_once(
     })?;
     progress.add_in(n as u64);
     let gzip = n >= 2 && first[..2] == [0x1f, 0x8b];
+    progress.set_gzip(gzip);
     let first = Chunk { buf: first, len: n };
 
     std::thread::scope(|s| {

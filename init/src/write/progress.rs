@@ -2,7 +2,7 @@
 //! formatted at most once per interval for the consoles.
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -14,6 +14,8 @@ pub struct Progress {
     total_in: AtomicU64,
     /// Bytes of the (decompressed) image handed to the target.
     bytes_out: AtomicU64,
+    /// The stored image is gzip: the written size differs from the stored one.
+    gzip: AtomicBool,
 }
 
 /// A point-in-time view, also what the status document publishes.
@@ -22,6 +24,7 @@ pub struct Snapshot {
     pub bytes_in: u64,
     pub total_in: Option<u64>,
     pub bytes_out: u64,
+    pub gzip: bool,
     pub elapsed: f64,
     /// Bytes per second over the whole run so far.
     pub rate: f64,
@@ -42,7 +45,12 @@ impl Progress {
             bytes_in: AtomicU64::new(0),
             total_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            gzip: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_gzip(&self, gzip: bool) {
+        self.gzip.store(gzip, Ordering::Relaxed);
     }
 
     pub fn set_total(&self, total: Option<u64>) {
@@ -65,12 +73,14 @@ impl Progress {
 
     pub fn snapshot(&self) -> Snapshot {
         let total = self.total_in.load(Ordering::Relaxed);
-        snapshot(
+        let mut s = snapshot(
             self.bytes_in.load(Ordering::Relaxed),
             (total > 0).then_some(total),
             self.bytes_out.load(Ordering::Relaxed),
             self.started.elapsed(),
-        )
+        );
+        s.gzip = self.gzip.load(Ordering::Relaxed);
+        s
     }
 }
 
@@ -95,14 +105,15 @@ pub fn snapshot(
         bytes_in,
         total_in,
         bytes_out,
+        gzip: false,
         elapsed: secs,
         rate,
         eta,
     }
 }
 
-/// `512.0 MiB of 1.0 GiB (50%), 85.3 MB/s, ETA 6 s`; `written 1.8 GiB` is added when
-/// the written size differs (gzip).
+/// `512.0 MiB of 1.0 GiB (50%), 85.3 MB/s, ETA 6 s`; `written 1.8 GiB` is added for a
+/// gzip image, whose written size differs from the stored one.
 pub fn line(s: &Snapshot) -> String {
     use crate::disk::human_size;
     let mut out = human_size(s.bytes_in);
@@ -114,7 +125,7 @@ pub fn line(s: &Snapshot) -> String {
     if let Some(eta) = s.eta {
         out.push_str(&format!(", ETA {}", human_duration(eta)));
     }
-    if s.bytes_out != s.bytes_in {
+    if s.gzip {
         out.push_str(&format!(", written {}", human_size(s.bytes_out)));
     }
     out
@@ -149,9 +160,16 @@ mod tests {
 
     #[test]
     fn unknown_total_has_no_percent_or_eta() {
-        let s = snapshot(3 << 20, None, 12 << 20, Duration::from_secs(1));
+        let mut s = snapshot(3 << 20, None, 12 << 20, Duration::from_secs(1));
+        s.gzip = true;
         assert_eq!(s.eta, None);
         assert_eq!(line(&s), "3.0 MiB, 3.1 MB/s, written 12.0 MiB");
+    }
+
+    #[test]
+    fn a_raw_image_shows_no_written_size_even_while_the_writer_lags() {
+        let s = snapshot(32 << 20, Some(64 << 20), 27 << 20, Duration::from_secs(2));
+        assert!(!line(&s).contains("written"), "{}", line(&s));
     }
 
     #[test]
