@@ -7,6 +7,7 @@ pub mod block;
 pub mod loopdev;
 pub mod mount;
 pub mod packet;
+pub mod writeback;
 
 use nix::errno::Errno;
 use std::fs::File;

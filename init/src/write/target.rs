@@ -6,6 +6,7 @@
 //! empty, so skipping is exact); on a file that existed they are written, since its old
 //! contents would otherwise show through.
 
+use crate::sys;
 use crate::sys::block::{Access, BlockDev};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 /// The size of the region written last (and zeroed on failure): the partition tables
 /// and boot code of an MBR or GPT disk live in it.
 pub const HEAD: u64 = 1 << 20;
+
+/// Streaming writeback window: each window's writeback starts when it is full, and the
+/// window two behind is waited for and dropped from the cache.
+const WINDOW: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -34,6 +39,10 @@ pub struct Target {
     kind: Kind,
     /// Capacity in bytes for a block device.
     size: Option<u64>,
+    /// Streaming writeback: windows below `kicked` have been started, below `settled`
+    /// written back and dropped from the cache.
+    kicked: u64,
+    settled: u64,
 }
 
 impl Target {
@@ -50,6 +59,8 @@ impl Target {
                     path: path.to_path_buf(),
                     kind: Kind::BlockDevice,
                     size: Some(size),
+                    kicked: HEAD,
+                    settled: HEAD,
                 });
             }
             Ok(m) if m.is_file() => (
@@ -84,6 +95,8 @@ impl Target {
             path: path.to_path_buf(),
             kind,
             size,
+            kicked: HEAD,
+            settled: HEAD,
         })
     }
 
@@ -117,7 +130,23 @@ impl Target {
 
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check_bounds(offset, data.len() as u64)?;
-        self.file.write_all_at(data, offset)
+        self.file.write_all_at(data, offset)?;
+        self.stream(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Streaming writeback after a sequential write reached `end`. Best effort: a
+    /// filesystem without sync_file_range only loses the overlap, the final fsync
+    /// still makes everything durable.
+    fn stream(&mut self, end: u64) {
+        while end >= self.kicked + WINDOW {
+            let _ = sys::writeback::start(&self.file, self.kicked, WINDOW);
+            self.kicked += WINDOW;
+            if self.kicked - self.settled > 2 * WINDOW {
+                let _ = sys::writeback::finish(&self.file, self.settled, WINDOW);
+                self.settled += WINDOW;
+            }
+        }
     }
 
     /// Makes `[offset, offset+len)` read as zeroes. `offset` and `len` are multiples of
@@ -164,6 +193,7 @@ impl Target {
     /// Before a restart from byte 0: a created file goes back to empty so holes stay
     /// exact.
     pub fn reset(&mut self) -> io::Result<()> {
+        (self.kicked, self.settled) = (HEAD, HEAD);
         if self.kind == Kind::CreatedFile {
             self.file.set_len(0)?;
             self.write_zeroes(0, HEAD)?;
