@@ -4,9 +4,11 @@
 
 use crate::config::{self, Source};
 use crate::config::{ConfigBuilder, ConfigError, MergeError, Parsed, answers};
-use crate::{disk, install, logger, modules, net, write};
+use crate::{disk, install, logger, modules, net, status, write};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The roots of the real (or fixture) system. Only `main`/`pid1` name the real paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +272,7 @@ pub fn run(env: &Env) -> Result<Finish, Fatal> {
 }
 
 /// The PXE install: network, per-machine answers, disk decision, download and write,
-/// database, reboot.
+/// database, reboot. From the moment the network is up the machine reports its status.
 fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
     let (chosen, mut lease) = network(env, &c.parsed.config)?;
     if let Some(a) = c.parsed.config.answers.clone()
@@ -297,7 +299,39 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
         }
     }
     let cfg = c.parsed.config.clone();
+    let report = reporter(env, &cfg, &chosen);
+    let result = http_write(env, &cfg, &report);
+    match &result {
+        Ok(_) => {}
+        Err(f) => report.failed(&f.to_string()),
+    }
+    report.finish(Duration::from_secs(3));
+    drop(lease);
+    result
+}
 
+/// The status reporter for this install (a no-op without `ze.report`).
+fn reporter(env: &Env, cfg: &config::Config, chosen: &net::stage::Chosen) -> status::Reporter {
+    let url = cfg
+        .report_prefix()
+        .map(|p| status::document_url(&p, &chosen.mac));
+    let r = status::Reporter::start(url, status::Machine::read(&env.sys_root));
+    r.network(status::Network {
+        interface: chosen.interface.clone(),
+        mac: chosen.mac.clone(),
+        address: chosen.address.map(|a| match chosen.prefix {
+            Some(p) => format!("{a}/{p}"),
+            None => a.to_string(),
+        }),
+        method: chosen.method.into(),
+    });
+    r.image(&cfg.image);
+    r.stage(status::Stage::Plan);
+    r
+}
+
+/// Disk decision, download and write, database: everything after the network.
+fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Result<Finish, Fatal> {
     let decision = disk::plan(
         disk::Roots::from(env),
         disk::Request {
@@ -309,11 +343,13 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
     for line in decision.log_lines() {
         log::info!("{line}");
     }
+    let decision_json = serde_json::to_value(&decision).unwrap_or_default();
     let disk = decision.into_target().map_err(|e| Fatal::new("disk", e))?;
     let target = env.dev_root.join(&disk.name);
+    report.disk(&target.display().to_string(), decision_json);
 
-    let client = install::client(&cfg);
-    let expected = install::expected_digest(&cfg, &client)?;
+    let client = install::client(cfg);
+    let expected = install::expected_digest(cfg, &client)?;
     let database = install::fetch_database(&client)?;
     if cfg.dry_run {
         let dl = client
@@ -331,11 +367,13 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
         logger::marker("READY");
         return Ok(Finish::PowerOff);
     }
-    let progress = write::Progress::new();
+    let progress = Arc::new(write::Progress::new());
+    report.download(progress.clone());
     let (outcome, written) =
-        install::download_and_write(&cfg, &client, &target, expected, &progress)?;
+        install::download_and_write(cfg, &client, &target, expected, &progress)?;
     // The exclusive handle goes before the partition table is re-read.
     drop(written);
+    report.stage(status::Stage::Inject);
     if let Err(f) = install::inject_database(
         install::Written::Disk(&disk),
         &env.sys_root,
@@ -346,8 +384,9 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
         install::unbootable(&target);
         return Err(f);
     }
-    logger::marker(&install::done_line(&cfg.image, &outcome));
-    drop(lease);
+    let done = install::done_line(&cfg.image, &outcome);
+    logger::marker(&done);
+    report.done(&done);
     Ok(Finish::Reboot)
 }
 

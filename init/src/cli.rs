@@ -224,7 +224,6 @@ fn plan(args: &Args) -> Result<(), Fatal> {
 }
 
 fn install(args: &Args) -> Result<(), Fatal> {
-    use crate::install;
     let parsed = configure(args)?.parsed;
     let cfg = &parsed.config;
     let target = args
@@ -244,25 +243,67 @@ fn install(args: &Args) -> Result<(), Fatal> {
             "ze.server: is required when ze.source=http",
         ));
     }
+    let report = host_reporter(args, cfg);
+    let result = host_install(args, cfg, target, &report);
+    if let Err(f) = &result {
+        report.failed(&f.to_string());
+    }
+    report.finish(std::time::Duration::from_secs(3));
+    result
+}
+
+/// Host mode reports only when `ze.report` names a URL (an operator's machine is not
+/// an install target on the server's status page). The document is named after the
+/// first interface with a MAC.
+fn host_reporter(args: &Args, cfg: &config::Config) -> crate::status::Reporter {
+    use crate::status::{Machine, Reporter, document_url};
+    let config::Report::Url(prefix) = &cfg.report else {
+        return Reporter::off();
+    };
+    let mac = crate::net::interfaces(&args.env.sys_root)
+        .into_iter()
+        .map(|i| i.mac)
+        .find(|m| !m.is_empty() && m != "00:00:00:00:00:00")
+        .unwrap_or_else(|| "host".into());
+    let r = Reporter::start(
+        Some(document_url(prefix, &mac)),
+        Machine::read(&args.env.sys_root),
+    );
+    r.image(&cfg.image);
+    r.stage(crate::status::Stage::Plan);
+    r
+}
+
+fn host_install(
+    args: &Args,
+    cfg: &config::Config,
+    target: &std::path::Path,
+    report: &crate::status::Reporter,
+) -> Result<(), Fatal> {
+    use crate::install;
     let client = install::client(cfg);
     let expected = install::expected_digest(cfg, &client)?;
     let database = match args.no_database {
         true => None,
         false => Some(install::fetch_database(&client)?),
     };
-    let progress = crate::write::Progress::new();
+    let progress = std::sync::Arc::new(crate::write::Progress::new());
+    report.download(progress.clone());
     let (outcome, written) =
         install::download_and_write(cfg, &client, target, expected, &progress)?;
     let kind = written.kind();
     // The exclusive handle must go before the partition table is re-read.
     drop(written);
-    if let Some(db) = &database
-        && let Err(f) = host_inject(args, target, kind, db)
-    {
-        install::unbootable(target);
-        return Err(f);
+    if let Some(db) = &database {
+        report.stage(crate::status::Stage::Inject);
+        if let Err(f) = host_inject(args, target, kind, db) {
+            install::unbootable(target);
+            return Err(f);
+        }
     }
-    logger::marker(&install::done_line(&cfg.image, &outcome));
+    let done = install::done_line(&cfg.image, &outcome);
+    logger::marker(&done);
+    report.done(&done);
     Ok(())
 }
 

@@ -12,5 +12,6 @@ pub mod modules;
 pub mod net;
 pub mod pid1;
 pub mod source;
+pub mod status;
 pub mod sys;
 pub mod write;

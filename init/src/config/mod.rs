@@ -33,6 +33,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("ze.log", "info"),
     ("ze.stall-timeout", "60"),
     ("ze.dry-run", "0"),
+    ("ze.report", "-"),
     ("ze.hostname", "-"),
 ];
 
@@ -140,6 +141,28 @@ impl Serialize for Secret {
     }
 }
 
+/// `ze.report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Report {
+    Default,
+    Off,
+    Url(String),
+}
+
+impl Config {
+    /// The status URL prefix in effect, if any.
+    pub fn report_prefix(&self) -> Option<String> {
+        match (&self.report, self.source, self.server) {
+            (Report::Url(u), _, _) => Some(u.clone()),
+            (Report::Default, Source::Http, Some(s)) => {
+                Some(format!("http://{s}:{}/install/status/", self.port))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Where `kldload.answers` points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +191,9 @@ pub struct Config {
     pub stall_timeout: u32,
     /// Do everything up to the write (network, disk decision, image size), then stop.
     pub dry_run: bool,
+    /// Where status documents are PUT: a URL prefix, `Off`, or `Default` (the install
+    /// server's `/install/status/` for HTTP installs, nothing for ISO).
+    pub report: Report,
     pub ip: IpConfig,
     pub answers: Option<Answers>,
     /// Sent as DHCP option 12 (RFC 2132 §3.14), so the DHCP server and its DNS know
@@ -192,6 +218,7 @@ impl Default for Config {
             log: LogLevel::Info,
             stall_timeout: 60,
             dry_run: false,
+            report: Report::Default,
             ip: IpConfig::default(),
             answers: None,
             hostname: None,
@@ -347,6 +374,20 @@ pub fn apply(
                 .ok()
                 .filter(|s| (1..=3600).contains(s))
                 .ok_or_else(|| bad("is not a number of seconds (1-3600)"))?
+        }
+        "ze.report" => {
+            c.report = if value == "off" {
+                Report::Off
+            } else if value.starts_with("http://") && value.len() > "http://".len() {
+                // Documents are named under the prefix: make it a directory.
+                let mut v = value.to_string();
+                if !v.ends_with('/') {
+                    v.push('/');
+                }
+                Report::Url(v)
+            } else {
+                return Err(bad("is not off or an http:// URL prefix"));
+            }
         }
         "ze.dry-run" => {
             c.dry_run = match value {

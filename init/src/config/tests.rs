@@ -159,6 +159,7 @@ fn invalid_values_name_the_key() {
         ("ze.log=INFO", "ze.log", "is not a log level"),
         ("ze.stall-timeout=0", "ze.stall-timeout", "1-3600"),
         ("ze.dry-run=maybe", "ze.dry-run", "1 or 0"),
+        ("ze.report=ftp://x/", "ze.report", "http:// URL prefix"),
         ("ze.stall-timeout=3601", "ze.stall-timeout", "1-3600"),
         ("ze.stall-timeout=1.5", "ze.stall-timeout", "1-3600"),
         (
@@ -379,4 +380,23 @@ fn docs_list_every_key_with_its_default() {
             "docs/cmdline.md lacks {key}"
         );
     }
+}
+
+#[test]
+fn report_prefix_defaults_to_the_install_server_for_http_only() {
+    assert_eq!(
+        cfg("ze.port=8080").report_prefix().as_deref(),
+        Some("http://10.0.2.2:8080/install/status/")
+    );
+    assert_eq!(cfg("ze.report=off").report_prefix(), None);
+    assert_eq!(
+        cfg("ze.report=http://10.9.9.9/s")
+            .report_prefix()
+            .as_deref(),
+        Some("http://10.9.9.9/s/")
+    );
+    let iso = from_cmdline(&format!("ze.source=iso ze.media-id={}", "a".repeat(32)))
+        .unwrap()
+        .config;
+    assert_eq!(iso.report_prefix(), None);
 }

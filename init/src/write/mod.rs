@@ -166,6 +166,7 @@ fn write_all(
             Err(Stop::Fail(e)) => return Err(e),
         }
     };
+    progress.set_verifying(true);
     target
         .flush()
         .map_err(|e| terr(target, pass.image_bytes, e))?;

@@ -16,6 +16,8 @@ pub struct Progress {
     bytes_out: AtomicU64,
     /// The stored image is gzip: the written size differs from the stored one.
     gzip: AtomicBool,
+    /// All bytes are in; the pipeline is flushing and checking the digest.
+    verifying: AtomicBool,
 }
 
 /// A point-in-time view, also what the status document publishes.
@@ -46,7 +48,16 @@ impl Progress {
             total_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             gzip: AtomicBool::new(false),
+            verifying: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_verifying(&self, v: bool) {
+        self.verifying.store(v, Ordering::Relaxed);
+    }
+
+    pub fn verifying(&self) -> bool {
+        self.verifying.load(Ordering::Relaxed)
     }
 
     pub fn set_gzip(&self, gzip: bool) {
