@@ -143,6 +143,46 @@ fn main() -> Result<()> {
             }
         }
     }
+    // Status reporting runs off the write path: a status server that accepts the
+    // connection and never answers must not slow the install.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("http://127.0.0.1:{}/status", silent.local_addr()?.port());
+    let dense_sha = sha256_file(&imgs.dense)?;
+    let plain = median(runs, || {
+        reset(&file_target)?;
+        Ok(run_ze_with(
+            &init,
+            server.port(),
+            "dense.img",
+            &dense_sha,
+            &file_target,
+            "",
+        )?
+        .0)
+    })?;
+    let reporting = median(runs, || {
+        reset(&file_target)?;
+        Ok(run_ze_with(
+            &init,
+            server.port(),
+            "dense.img",
+            &dense_sha,
+            &file_target,
+            &format!("ze.report={silent_url}"),
+        )?
+        .0)
+    })?;
+    println!(
+        "{:<14} {:<6} {reporting:>9.2} {:<24} {plain:>9.2} {:>7.2} {:>7}",
+        "dense.img",
+        "file",
+        "no status reporting",
+        reporting / plain,
+        "≈ 1.0"
+    );
+    println!("  (ze-init reporting to a status server that accepts and never answers)");
+    drop(silent);
+
     // Peak RSS with an 8 GiB sparse image: the pool keeps memory flat.
     let sha8 = sha256_file(&imgs.sparse8g)?;
     let _ = std::fs::remove_file(&file_target);
@@ -257,6 +297,18 @@ fn timed_sh(cmd: &str) -> Result<f64> {
 
 /// Runs `ze-init install` under `/usr/bin/time -v`: (seconds, peak RSS in KiB).
 fn run_ze(init: &Path, port: u16, image: &str, sha: &str, target: &Path) -> Result<(f64, u64)> {
+    run_ze_with(init, port, image, sha, target, "")
+}
+
+/// The same with extra kernel parameters.
+fn run_ze_with(
+    init: &Path,
+    port: u16,
+    image: &str,
+    sha: &str,
+    target: &Path,
+    extra: &str,
+) -> Result<(f64, u64)> {
     let t = Instant::now();
     let o = Command::new("/usr/bin/time")
         .arg("-v")
@@ -265,7 +317,7 @@ fn run_ze(init: &Path, port: u16, image: &str, sha: &str, target: &Path) -> Resu
         .arg("--no-database")
         .arg("--cmdline")
         .arg(format!(
-            "ze.server=127.0.0.1 ze.port={port} ze.image={image} ze.sha256={sha} ze.log=warn"
+            "ze.server=127.0.0.1 ze.port={port} ze.image={image} ze.sha256={sha} ze.log=warn {extra}"
         ))
         .arg("--target")
         .arg(target)
