@@ -156,3 +156,103 @@ fn a_full_filesystem_mid_write_is_fatal_and_leaves_the_head_zero() {
     assert!(f.contains("No space left on device"), "{f}");
     assert!(head_is_zero(&t).unwrap());
 }
+
+/// A loop device over a file filled with `fill`.
+fn loop_disk(dir: &Path, mib: u64, fill: u8) -> (PathBuf, Loop) {
+    let backing = dir.join("disk.raw");
+    std::fs::write(&backing, vec![fill; (mib << 20) as usize]).unwrap();
+    let lo = Loop::attach(&backing);
+    (backing, lo)
+}
+
+#[test]
+#[ignore = "root tier; run by make root"]
+fn loop_target_zero_runs_become_zeroes_over_old_data() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB of data, 6 MiB of zeroes, 1 MiB of data, written over a disk full of 0xEE:
+    // the zero run goes out as BLKZEROOUT and must read back as zeroes.
+    let mut img = noise(1 << 20, 5);
+    img.extend(vec![0u8; 6 << 20]);
+    img.extend(noise(1 << 20, 6));
+    let s = serve("ze.img", &img, Faults::default());
+    let (backing, lo) = loop_disk(dir.path(), 16, 0xEE);
+    let o = install_image(&s, "", Path::new(&lo.0));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(lo);
+    let got = std::fs::read(&backing).unwrap();
+    assert_eq!(&got[..img.len()], &img[..]);
+    // Past the image the old data stays, except the last MiB (a backup GPT's place),
+    // zeroed before writing began.
+    assert!(got[img.len()..15 << 20].iter().all(|b| *b == 0xEE));
+    assert!(got[15 << 20..].iter().all(|b| *b == 0));
+}
+
+#[test]
+#[ignore = "root tier; run by make root"]
+fn loop_target_sidecar_mismatch_leaves_first_and_last_mib_zero() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = noise(4 << 20, 7);
+    let s = serve("ze.img", &img, Faults::default());
+    s.add(
+        "/install/image/ze.img.sha256",
+        Body::bytes(format!("{}  ze.img\n", "9".repeat(64))),
+        Faults::default(),
+    );
+    let (backing, lo) = loop_disk(dir.path(), 16, 0xEE);
+    let f = fatal(&install_image(&s, "", Path::new(&lo.0)));
+    assert!(f.contains("FATAL: verify: sha256 mismatch"), "{f}");
+    drop(lo);
+    let got = std::fs::read(&backing).unwrap();
+    assert!(got[..1 << 20].iter().all(|b| *b == 0), "first MiB not zero");
+    assert!(got[15 << 20..].iter().all(|b| *b == 0), "last MiB not zero");
+}
+
+#[test]
+#[ignore = "root tier; run by make root"]
+fn loop_target_too_small_changes_not_one_byte() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = noise(6 << 20, 8);
+    let s = serve("ze.img", &img, Faults::default());
+    let (backing, lo) = loop_disk(dir.path(), 4, 0xEE);
+    let f = fatal(&install_image(&s, "", Path::new(&lo.0)));
+    assert!(f.contains("FATAL: disk: "), "{f}");
+    assert!(
+        f.contains("is 4.0 MiB, the image needs at least 6.0 MiB"),
+        "{f}"
+    );
+    drop(lo);
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0xEE));
+}
+
+#[test]
+#[ignore = "root tier; run by make root"]
+fn loop_target_resumes_a_dropped_download() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = noise(6 << 20, 9);
+    let s = serve(
+        "ze.img",
+        &img,
+        Faults {
+            drop_after: Some(((3 << 20) + 17, 1)),
+            ..Faults::default()
+        },
+    );
+    let (backing, lo) = loop_disk(dir.path(), 16, 0xEE);
+    let o = install_image(&s, "", Path::new(&lo.0));
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(lo);
+    assert_eq!(&std::fs::read(&backing).unwrap()[..img.len()], &img[..]);
+    assert_eq!(s.requests_for("/install/image/ze.img").len(), 2);
+}
