@@ -47,6 +47,7 @@ demo: build
 	$(HARNESS) demo
 
 lint: deps
+	@! git grep -nE '^(<<<<<<<|>>>>>>>) ' -- ':!*.lock' || { echo "merge conflict markers above"; exit 1; }
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
