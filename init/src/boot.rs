@@ -4,7 +4,7 @@
 
 use crate::config::{self, Source};
 use crate::config::{ConfigBuilder, ConfigError, MergeError, Parsed, answers};
-use crate::{disk, install, logger, modules, net, write};
+use crate::{disk, fault, install, logger, modules, net, write};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -118,6 +118,8 @@ fn merge_fatal(e: MergeError) -> Fatal {
 
 /// Applies the log level and logs the warnings `before` did not already have.
 fn report(before: Option<&Parsed>, parsed: &Parsed) {
+    // The recovery console's policy follows the newest configuration.
+    crate::rescue::remember(&parsed.config);
     logger::set_level(parsed.config.log.to_filter());
     for w in &parsed.warnings {
         if !before.is_some_and(|b| b.warnings.contains(w)) {
@@ -256,6 +258,7 @@ pub enum Finish {
 /// The whole sequence, top to bottom.
 pub fn run(env: &Env) -> Result<Finish, Fatal> {
     let mut configured = configure(env)?;
+    fault::point("config")?;
     if let Err(e) = load_modules(env) {
         log::warn!("loading modules: {e}");
     }
@@ -272,6 +275,7 @@ pub fn run(env: &Env) -> Result<Finish, Fatal> {
 /// The PXE install: network, per-machine answers, disk decision, download and write,
 /// database, reboot.
 fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
+    fault::point("network")?;
     let (chosen, mut lease) = network(env, &c.parsed.config)?;
     if let Some(a) = c.parsed.config.answers.clone()
         && c.builder.url_answers_pending()
@@ -298,6 +302,7 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
     }
     let cfg = c.parsed.config.clone();
 
+    fault::point("disk")?;
     let decision = disk::plan(
         disk::Roots::from(env),
         disk::Request {
@@ -331,6 +336,7 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
         logger::marker("READY");
         return Ok(Finish::PowerOff);
     }
+    fault::point("write")?;
     let progress = write::Progress::new();
     let (outcome, written) =
         install::download_and_write(&cfg, &client, &target, expected, &progress)?;
