@@ -101,6 +101,16 @@ mod tests {
     }
 
     #[test]
+    fn argon2id_from_the_debian_tool_at_a_real_cost_verifies() {
+        // printf %s 'the-token' | argon2 'ze-install-salt' -id -t 3 -m 16 -p 4 -e
+        // (docs/recovery.md's recipe; 64 MiB, four lanes).
+        let phc = "$argon2id$v=19$m=65536,t=3,p=4$emUtaW5zdGFsbC1zYWx0\
+                   $q/DGCFDriM0106ViDtb4ccXOsTf4rNT1E115ph1G7rg";
+        assert_eq!(verify_argon2id(phc, b"the-token"), Ok(true));
+        assert_eq!(verify_argon2id(phc, b"the-token "), Ok(false));
+    }
+
+    #[test]
     fn argon2id_with_a_changed_parameter_does_not_match() {
         // Same hash, other cost: a different function, so no match (not an error).
         let t3 = PHC.replace("t=2", "t=3");

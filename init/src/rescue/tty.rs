@@ -100,6 +100,10 @@ impl Ttys {
                     let t = line_mode(t, speed, is_serial(&name));
                     tcsetattr(&file, SetArg::TCSANOW, &t).ok().map(|_| t)
                 });
+                // Lines typed while the install ran (the kernel kept them) are not
+                // answers to a menu nobody had seen yet: "4" typed during a retry must
+                // not power the machine off the moment it fails again.
+                let _ = tcflush(&file, FlushArg::TCIFLUSH);
                 Port {
                     live: ours.is_some(),
                     name,
@@ -366,6 +370,17 @@ mod tests {
         type_in(&m0, "1\r");
         assert_eq!(t.prompt("", false).as_deref(), Some("1"));
         assert_eq!(wait_screen(&m0, "\n"), "1\r\n");
+    }
+
+    #[test]
+    fn lines_typed_before_the_console_opened_are_not_answers() {
+        let (m0, s0) = pty();
+        type_in(&m0, "4\n");
+        // Echoed under the pty's default settings: the kernel holds the line.
+        wait_screen(&m0, "4\r\n");
+        let mut t = Ttys::from_files(vec![("ttyS0".into(), s0, None)]);
+        type_in(&m0, "2\n");
+        assert_eq!(t.prompt("choice: ", false).as_deref(), Some("2"));
     }
 
     #[test]
