@@ -271,7 +271,8 @@ impl ConfigBuilder {
         let mut c = Config::default();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        for key in keys {
+        // Only `ze.*` keys: the network keys are merged as a group by build().
+        for key in keys.iter().filter(|k| KEYS.iter().any(|(z, _)| z == *k)) {
             let Some(s) = winner.get(key) else { continue };
             let applied = value_of(s)
                 .and_then(|v| apply(&mut c, s.key, v, &mut warnings).map_err(|e| at(e, s)));
