@@ -4,7 +4,7 @@
 
 use crate::config::{self, Source};
 use crate::config::{ConfigBuilder, ConfigError, MergeError, Parsed, answers};
-use crate::{disk, install, logger, modules, net, status, write};
+use crate::{disk, fault, install, logger, modules, net, status, write};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +120,8 @@ fn merge_fatal(e: MergeError) -> Fatal {
 
 /// Applies the log level and logs the warnings `before` did not already have.
 fn report(before: Option<&Parsed>, parsed: &Parsed) {
+    // The recovery console's policy follows the newest configuration.
+    crate::rescue::remember(&parsed.config);
     logger::set_level(parsed.config.log.to_filter());
     for w in &parsed.warnings {
         if !before.is_some_and(|b| b.warnings.contains(w)) {
@@ -258,6 +260,7 @@ pub enum Finish {
 /// The whole sequence, top to bottom.
 pub fn run(env: &Env) -> Result<Finish, Fatal> {
     let mut configured = configure(env)?;
+    fault::point("config")?;
     if let Err(e) = load_modules(env) {
         log::warn!("loading modules: {e}");
     }
@@ -274,6 +277,7 @@ pub fn run(env: &Env) -> Result<Finish, Fatal> {
 /// The PXE install: network, per-machine answers, disk decision, download and write,
 /// database, reboot. From the moment the network is up the machine reports its status.
 fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
+    fault::point("network")?;
     let (chosen, mut lease) = network(env, &c.parsed.config)?;
     if let Some(a) = c.parsed.config.answers.clone()
         && c.builder.url_answers_pending()
@@ -332,6 +336,7 @@ fn reporter(env: &Env, cfg: &config::Config, chosen: &net::stage::Chosen) -> sta
 
 /// Disk decision, download and write, database: everything after the network.
 fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Result<Finish, Fatal> {
+    fault::point("disk")?;
     let decision = disk::plan(
         disk::Roots::from(env),
         disk::Request {
@@ -367,6 +372,7 @@ fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Res
         logger::marker("READY");
         return Ok(Finish::PowerOff);
     }
+    fault::point("write")?;
     let progress = Arc::new(write::Progress::new());
     report.download(progress.clone());
     let (outcome, written) =

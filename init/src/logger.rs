@@ -206,10 +206,10 @@ fn open_consoles(list: &[ConsoleSpec], dev_root: &Path) -> Vec<Output> {
     outputs
 }
 
-/// Sets a serial line's speed, as the kernel would for a console it registered.
-fn set_speed(file: &File, speed: u32) -> nix::Result<()> {
-    use nix::sys::termios::{BaudRate, SetArg, cfsetspeed, tcgetattr, tcsetattr};
-    let rate = match speed {
+/// The termios rate for a `console=` speed; `None` for one Linux consoles do not use.
+pub fn baud_rate(speed: u32) -> Option<nix::sys::termios::BaudRate> {
+    use nix::sys::termios::BaudRate;
+    Some(match speed {
         9600 => BaudRate::B9600,
         19200 => BaudRate::B19200,
         38400 => BaudRate::B38400,
@@ -218,8 +218,14 @@ fn set_speed(file: &File, speed: u32) -> nix::Result<()> {
         230400 => BaudRate::B230400,
         460800 => BaudRate::B460800,
         921600 => BaudRate::B921600,
-        _ => return Err(nix::errno::Errno::EINVAL),
-    };
+        _ => return None,
+    })
+}
+
+/// Sets a serial line's speed, as the kernel would for a console it registered.
+fn set_speed(file: &File, speed: u32) -> nix::Result<()> {
+    use nix::sys::termios::{SetArg, cfsetspeed, tcgetattr, tcsetattr};
+    let rate = baud_rate(speed).ok_or(nix::errno::Errno::EINVAL)?;
     let mut t = tcgetattr(file)?;
     cfsetspeed(&mut t, rate)?;
     tcsetattr(file, SetArg::TCSANOW, &t)

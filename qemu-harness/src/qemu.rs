@@ -1,10 +1,19 @@
 //! Booting a kernel and initrd under QEMU (TCG: nested KVM hangs on this kind of
 //! machine) with every serial port captured to a file, and waiting for markers on them
 //! with hard timeouts. QEMU is killed on timeout and when the handle is dropped.
+//!
+//! A serial port can also be made interactive ([`Vm::interactive_serial`]): QEMU then
+//! serves it on a unix socket the harness connects to before the guest starts, its
+//! output is still captured to the same file, and a test types on it with
+//! [`Running::send`] and waits for answers with [`Running::expect`].
 
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +60,8 @@ pub struct Vm {
     pub memory_mb: u32,
     /// Serial ports, each captured to `ttyS<i>.log` in the run directory.
     pub serials: usize,
+    /// Serial ports the test can type on (served on `ttyS<i>.sock`).
+    pub interactive: Vec<usize>,
     pub drives: Vec<Drive>,
     pub nics: Vec<Nic>,
     pub extra: Vec<String>,
@@ -64,6 +75,7 @@ impl Vm {
             append: append.to_string(),
             memory_mb: 512,
             serials: 1,
+            interactive: Vec::new(),
             drives: Vec::new(),
             nics: Vec::new(),
             extra: Vec::new(),
@@ -81,6 +93,17 @@ impl Vm {
 
     pub fn nic(mut self, nic: Nic) -> Vm {
         self.nics.push(nic);
+        self
+    }
+
+    /// Makes ttyS`i` interactive: QEMU serves it on a unix socket (and waits for the
+    /// harness to connect before it starts the guest, so no output is lost); the output
+    /// is captured to `ttyS<i>.log` as for the other ports.
+    pub fn interactive_serial(mut self, i: usize) -> Vm {
+        self.serials = self.serials.max(i + 1);
+        if !self.interactive.contains(&i) {
+            self.interactive.push(i);
+        }
         self
     }
 
@@ -103,6 +126,16 @@ impl Vm {
             self.append.clone(),
         ];
         for i in 0..self.serials {
+            if self.interactive.contains(&i) {
+                a.push("-chardev".into());
+                a.push(format!(
+                    "socket,id=ser{i},path={},server=on,wait=on",
+                    socket_path(dir, i).display()
+                ));
+                a.push("-serial".into());
+                a.push(format!("chardev:ser{i}"));
+                continue;
+            }
             a.push("-serial".into());
             a.push(format!(
                 "file:{}",
@@ -148,6 +181,14 @@ impl Vm {
 
     /// Starts QEMU with its logs in `dir`.
     pub fn start(&self, dir: &Path) -> Result<Running> {
+        for &i in &self.interactive {
+            let sock = socket_path(dir, i);
+            // sockaddr_un holds 108 bytes with the terminating NUL.
+            if sock.as_os_str().len() > 107 {
+                bail!("{} is too long for a unix socket", sock.display());
+            }
+            let _ = std::fs::remove_file(&sock);
+        }
         let args = self.args(dir);
         std::fs::write(dir.join("qemu.cmdline"), args.join("\n"))?;
         let out = std::fs::File::create(dir.join("qemu.log"))?;
@@ -158,14 +199,32 @@ impl Vm {
             .stderr(out)
             .spawn()
             .context("starting qemu-system-x86_64")?;
-        Ok(Running {
+        let mut run = Running {
             child,
             dir: dir.to_path_buf(),
             serials: self.serials,
             started: Instant::now(),
             status: None,
-        })
+            ports: BTreeMap::new(),
+            cursors: vec![0; self.serials],
+        };
+        for &i in &self.interactive {
+            let port = run.connect(i)?;
+            run.ports.insert(i, port);
+        }
+        Ok(run)
     }
+}
+
+fn socket_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("ttyS{i}.sock"))
+}
+
+/// The harness's end of an interactive serial port.
+struct Port {
+    writer: UnixStream,
+    /// Copies the guest's output into `ttyS<i>.log` until QEMU closes the socket.
+    reader: Option<JoinHandle<()>>,
 }
 
 /// A running guest.
@@ -175,13 +234,108 @@ pub struct Running {
     serials: usize,
     started: Instant,
     status: Option<ExitStatus>,
+    ports: BTreeMap<usize, Port>,
+    /// Per port, where the next [`Running::expect`] starts looking.
+    cursors: Vec<usize>,
 }
 
 impl Running {
+    /// Connects to interactive port `i` once QEMU has made its socket (QEMU starts the
+    /// guest only after that).
+    fn connect(&mut self, i: usize) -> Result<Port> {
+        let sock = socket_path(&self.dir, i);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if let Some(st) = self.poll_exit()? {
+                        bail!(
+                            "QEMU exited ({st}) before ttyS{i}'s socket took a connection: {}",
+                            std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default()
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        self.kill();
+                        bail!("connecting to {}: {e}", sock.display());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let mut from = stream.try_clone()?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("ttyS{i}.log")))?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || log.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Port {
+            writer: stream,
+            reader: Some(reader),
+        })
+    }
+
+    /// Types `text` on interactive serial port `i` (`\r` ends a line, as a terminal's
+    /// Enter key does).
+    pub fn send(&mut self, i: usize, text: &str) -> Result<()> {
+        let port = self
+            .ports
+            .get_mut(&i)
+            .with_context(|| format!("ttyS{i} is not interactive"))?;
+        port.writer
+            .write_all(text.as_bytes())
+            .with_context(|| format!("typing on ttyS{i}"))
+    }
+
+    /// Waits until port `i` shows `needle` after what earlier `expect` calls matched,
+    /// and returns the text from there up to and including it. A menu printed twice is
+    /// matched twice. Fails (and kills QEMU) on timeout, and fails when QEMU exits first.
+    pub fn expect(&mut self, i: usize, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.poll_exit()?;
+            let log = self.serial(i);
+            let mut from = self.cursors[i].min(log.len());
+            // A character cut at the end of the last read may have grown since.
+            while !log.is_char_boundary(from) {
+                from -= 1;
+            }
+            if let Some(at) = log[from..].find(needle) {
+                let end = from + at + needle.len();
+                self.cursors[i] = end;
+                return Ok(log[from..end].to_string());
+            }
+            if let Some(st) = exited {
+                bail!(
+                    "QEMU exited ({st}) before ttyS{i} showed {needle:?}; last lines:\n{}",
+                    self.tail(i)
+                );
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!(
+                    "timed out after {timeout:?} waiting for {needle:?} on ttyS{i}; last lines:\n{}",
+                    self.tail(i)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Everything serial port `i` has printed so far.
     pub fn serial(&self, i: usize) -> String {
         assert!(i < self.serials, "ttyS{i} is not captured");
-        std::fs::read_to_string(self.dir.join(format!("ttyS{i}.log"))).unwrap_or_default()
+        // Lossy: a stray byte on a serial line must not hide everything else.
+        std::fs::read(self.dir.join(format!("ttyS{i}.log")))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -196,8 +350,21 @@ impl Running {
     fn poll_exit(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
             self.status = self.child.try_wait()?;
+            if self.status.is_some() {
+                self.join_readers();
+            }
         }
         Ok(self.status)
+    }
+
+    /// Once QEMU is gone its sockets are closed: the readers have seen everything, and
+    /// joining them makes the log files complete.
+    fn join_readers(&mut self) {
+        for p in self.ports.values_mut() {
+            if let Some(r) = p.reader.take() {
+                let _ = r.join();
+            }
+        }
     }
 
     fn tail(&self, i: usize) -> String {
@@ -258,6 +425,7 @@ impl Running {
         if self.poll_exit().ok().flatten().is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
+            self.join_readers();
         }
     }
 }

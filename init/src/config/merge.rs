@@ -241,22 +241,53 @@ impl ConfigBuilder {
         self.url_file == UrlFile::NotYet
     }
 
-    /// The configuration every source seen so far adds up to.
-    pub fn build(&self) -> Result<Parsed, ConfigError> {
-        let inputs: Vec<&Input> = [&self.initrd, &self.iso, &self.url, &self.cmdline]
+    fn inputs(&self) -> Vec<&Input> {
+        [&self.initrd, &self.iso, &self.url, &self.cmdline]
             .into_iter()
             .flatten()
-            .collect();
-        let mut warnings: Vec<String> = inputs.iter().flat_map(|i| i.warnings.clone()).collect();
+            .collect()
+    }
 
+    /// Each key's winning setting.
+    fn winners<'a>(inputs: &[&'a Input]) -> BTreeMap<&'static str, &'a Setting> {
         // Later wins: sort by layer (stable, so file and command-line order is kept
         // within one layer), then let each key's last setting stand.
         let mut all: Vec<&Setting> = inputs.iter().flat_map(|i| &i.settings).collect();
         all.sort_by_key(|s| s.origin.from);
-        let mut winner: BTreeMap<&str, &Setting> = BTreeMap::new();
+        let mut winner = BTreeMap::new();
         for s in all {
             winner.insert(s.key, s);
         }
+        winner
+    }
+
+    /// Only `keys` (`ze.*` keys), each applied on its own to a default `Config`, with
+    /// each key's error kept apart instead of stopping at the first. The recovery
+    /// console needs `ze.source` and the secrets even when another key made the whole
+    /// configuration invalid (the FATAL it is showing).
+    pub fn build_keys(&self, keys: &[&str]) -> (Config, Vec<ConfigError>) {
+        let inputs = self.inputs();
+        let winner = Self::winners(&inputs);
+        let mut c = Config::default();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        // Only `ze.*` keys: the network keys are merged as a group by build().
+        for key in keys.iter().filter(|k| KEYS.iter().any(|(z, _)| z == *k)) {
+            let Some(s) = winner.get(key) else { continue };
+            let applied = value_of(s)
+                .and_then(|v| apply(&mut c, s.key, v, &mut warnings).map_err(|e| at(e, s)));
+            if let Err(e) = applied {
+                errors.push(e);
+            }
+        }
+        (c, errors)
+    }
+
+    /// The configuration every source seen so far adds up to.
+    pub fn build(&self) -> Result<Parsed, ConfigError> {
+        let inputs = self.inputs();
+        let mut warnings: Vec<String> = inputs.iter().flat_map(|i| i.warnings.clone()).collect();
+        let winner = Self::winners(&inputs);
 
         let mut c = Config::default();
         let mut sources = BTreeMap::new();
@@ -356,6 +387,10 @@ fn file_input(layer: Layer, file: &str, bytes: &[u8]) -> Result<Input, AnswersEr
 fn cmdline_input(line: &str) -> Input {
     let mut input = Input::default();
     for p in cmdline::tokenize(line) {
+        // Test builds only (crate::fault); a release build warns about it as unknown.
+        if cfg!(feature = "fault-injection") && p.key == "ze.fault" {
+            continue;
+        }
         if p.key.starts_with("ze.") || p.key == "ip" {
             let Some(&(key, _)) = KEYS.iter().chain(&[("ip", "-")]).find(|(k, _)| *k == p.key)
             else {

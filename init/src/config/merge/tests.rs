@@ -578,3 +578,19 @@ fn password_value_is_never_printed() {
     }
     let _ = &mut b;
 }
+
+#[test]
+fn build_keys_applies_each_key_alone_and_keeps_each_error() {
+    let b = builder(
+        "ZE_SOURCE=iso\nZE_MEDIA_ID=0123456789abcdef0123456789abcdef\n",
+        "ze.port=0 ze.target=/dev/sda1 ze.wait=5 ip=bogus",
+    );
+    assert!(b.build().is_err());
+    let (c, errors) = b.build_keys(&["ze.source", "ze.port", "ze.target", "ze.wait", "ip"]);
+    assert_eq!(c.source, Source::Iso);
+    assert_eq!(c.wait, 5);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec!["ze.port", "ze.target"]);
+    // Keys not asked for (media-id, ip) are neither applied nor checked.
+    assert_eq!(c.media_id, None);
+}
