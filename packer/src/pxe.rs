@@ -10,12 +10,15 @@
 //! <out>/install/image/<name>.sha256     sha256sum-style sidecar of the file as served
 //! <out>/install/database.zefs           the database injected into partition 4
 //! <out>/tftp/undionly.kpxe, ipxe.efi    iPXE for firmware that is not iPXE yet
-//! <out>/dnsmasq.conf, nginx.conf        configuration for exactly this tree
+//! <out>/dnsmasq.conf, nginx.conf        configuration for exactly this tree: dnsmasq as
+//!                                       the DHCP server, nginx as the web server
+//! <out>/dnsmasq-proxy.conf              dnsmasq as proxy DHCP beside another DHCP server
+//! <out>/dhcpd.conf                      the same rules for an existing ISC dhcpd
 //! ```
 //!
 //! The paths under `install/` are the ones `/init` asks for (`ze_init::install`).
-//! Everything is pure text except the file copies: [`boot_ipxe`], [`dnsmasq_conf`] and
-//! [`nginx_conf`] are what the unit tests pin.
+//! Everything is pure text except the file copies: [`boot_ipxe`], [`dnsmasq_conf`],
+//! [`dnsmasq_proxy_conf`], [`dhcpd_conf`] and [`nginx_conf`] are what the unit tests pin.
 
 use anyhow::{Context, Result, bail};
 use std::io::Read;
@@ -169,6 +172,14 @@ pub fn build(spec: &Spec) -> Result<Summary> {
     std::fs::write(
         out.join("dnsmasq.conf"),
         dnsmasq_conf(&out, tftp.as_deref(), &base),
+    )?;
+    std::fs::write(
+        out.join("dnsmasq-proxy.conf"),
+        dnsmasq_proxy_conf(&out, tftp.as_deref(), &base),
+    )?;
+    std::fs::write(
+        out.join("dhcpd.conf"),
+        dhcpd_conf(&out, tftp.is_some(), spec.server, &base),
     )?;
     std::fs::write(
         out.join("nginx.conf"),
@@ -417,6 +428,81 @@ pub fn dnsmasq_conf(out: &Path, tftp: Option<&Path>, base: &str) -> String {
              dhcp-boot=tag:!ipxe,tag:bios,{IPXE_BIOS}\n\
              dhcp-boot=tag:!ipxe,tag:efi-x86_64,{IPXE_EFI}\n",
             t.display()
+        );
+    }
+    s
+}
+
+/// dnsmasq as proxy DHCP: another DHCP server on the segment keeps handing out the
+/// addresses, dnsmasq adds only the boot information. In proxy mode dnsmasq ignores
+/// `dhcp-boot` and answers PXE clients with boot menus (`pxe-service`) instead; a menu
+/// of one entry boots at once. x86-64 UEFI firmware sends client architecture 7
+/// (`BC_EFI` to dnsmasq) or, on some machines, 9 (`x86-64_EFI`), so both are listed.
+pub fn dnsmasq_proxy_conf(out: &Path, tftp: Option<&Path>, base: &str) -> String {
+    let out = out.display();
+    let mut s = format!(
+        r#"# dnsmasq as proxy DHCP: network boot for the ze-install tree {out}, written by
+# ze-pack pxe, beside a DHCP server you keep (it still hands out the addresses).
+# Add dhcp-range=<your network address>,proxy (e.g. dhcp-range=10.0.0.0,proxy)
+# and interface=, then run dnsmasq --port=0 --conf-file={out}/dnsmasq-proxy.conf …
+
+# iPXE (user class "iPXE", option 77) gets the HTTP script.
+dhcp-userclass=set:ipxe,iPXE
+pxe-service=tag:ipxe,x86PC,"ze-install",{base}/boot.ipxe
+pxe-service=tag:ipxe,BC_EFI,"ze-install",{base}/boot.ipxe
+pxe-service=tag:ipxe,x86-64_EFI,"ze-install",{base}/boot.ipxe
+"#
+    );
+    if let Some(t) = tftp {
+        s += &format!(
+            r#"
+# Firmware that is not iPXE yet fetches iPXE by TFTP from this dnsmasq.
+enable-tftp
+tftp-root={}
+pxe-service=tag:!ipxe,x86PC,"ze-install",{IPXE_BIOS}
+pxe-service=tag:!ipxe,BC_EFI,"ze-install",{IPXE_EFI}
+pxe-service=tag:!ipxe,x86-64_EFI,"ze-install",{IPXE_EFI}
+"#,
+            t.display()
+        );
+    }
+    s
+}
+
+/// The same rules for an existing ISC dhcpd (dhcpd.conf(5)), to paste into the subnet
+/// that serves the machines. dhcpd serves no TFTP: `next-server` names the TFTP server
+/// that holds `tftp/` (by default the web server's address, with dnsmasq running TFTP
+/// only; docs/pxe.md).
+pub fn dhcpd_conf(out: &Path, tftp: bool, server: Ipv4Addr, base: &str) -> String {
+    let out = out.display();
+    let mut s = format!(
+        r#"# ISC dhcpd: network boot for the ze-install tree {out}, written by ze-pack pxe.
+# Paste into the subnet {{ }} that serves the machines (or the top level).
+# iPXE says so with user class "iPXE" (option 77): it gets the HTTP script.
+"#
+    );
+    if tftp {
+        s += &format!(
+            r#"# Firmware that is not iPXE yet gets iPXE by TFTP from next-server, picked by
+# its client architecture (option 93, RFC 4578): 0 BIOS, 7 and 9 x86-64 UEFI.
+# The TFTP server serves {out}/tftp, e.g.
+#   dnsmasq --port=0 --enable-tftp --tftp-root={out}/tftp
+next-server {server};
+if exists user-class and option user-class = "iPXE" {{
+    filename "{base}/boot.ipxe";
+}} elsif option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {{
+    filename "{IPXE_EFI}";
+}} elsif option pxe-system-type = 00:00 {{
+    filename "{IPXE_BIOS}";
+}}
+"#
+        );
+    } else {
+        s += &format!(
+            r#"if exists user-class and option user-class = "iPXE" {{
+    filename "{base}/boot.ipxe";
+}}
+"#
         );
     }
     s
@@ -713,6 +799,54 @@ mod tests {
         let no_tftp = dnsmasq_conf(Path::new("/srv/pxe"), None, "http://h/install/boot");
         assert!(!no_tftp.contains("enable-tftp"));
         assert!(no_tftp.contains("dhcp-boot=tag:ipxe,"));
+    }
+
+    #[test]
+    fn the_proxy_conf_uses_boot_menus() {
+        let c = dnsmasq_proxy_conf(
+            Path::new("/srv/pxe"),
+            Some(Path::new("/srv/pxe/tftp")),
+            "http://10.0.0.1/install/boot",
+        );
+        for line in [
+            r#"dhcp-userclass=set:ipxe,iPXE"#,
+            r#"pxe-service=tag:ipxe,x86PC,"ze-install",http://10.0.0.1/install/boot/boot.ipxe"#,
+            r#"pxe-service=tag:ipxe,BC_EFI,"ze-install",http://10.0.0.1/install/boot/boot.ipxe"#,
+            r#"pxe-service=tag:!ipxe,x86PC,"ze-install",undionly.kpxe"#,
+            r#"pxe-service=tag:!ipxe,BC_EFI,"ze-install",ipxe.efi"#,
+            r#"pxe-service=tag:!ipxe,x86-64_EFI,"ze-install",ipxe.efi"#,
+            r#"tftp-root=/srv/pxe/tftp"#,
+        ] {
+            assert!(c.lines().any(|l| l == line), "missing {line:?} in\n{c}");
+        }
+        // dhcp-boot means nothing in proxy mode; the range is the operator's.
+        assert!(!c.contains("\ndhcp-boot"));
+        assert!(!c.contains("\ndhcp-range"));
+    }
+
+    #[test]
+    fn the_dhcpd_conf_has_the_user_class_rule_first() {
+        let c = dhcpd_conf(
+            Path::new("/srv/pxe"),
+            true,
+            Ipv4Addr::new(10, 0, 0, 1),
+            "http://10.0.0.1/install/boot",
+        );
+        let ipxe = c.find(r#"option user-class = "iPXE""#).unwrap();
+        let efi = c.find(r#"filename "ipxe.efi""#).unwrap();
+        assert!(ipxe < efi, "{c}");
+        assert!(c.contains("next-server 10.0.0.1;\n"));
+        assert!(c.contains("    filename \"http://10.0.0.1/install/boot/boot.ipxe\";\n"));
+        assert!(c.contains("option pxe-system-type = 00:00 {\n    filename \"undionly.kpxe\";"));
+        assert_eq!(c.matches('{').count(), c.matches('}').count());
+        let plain = dhcpd_conf(
+            Path::new("/x"),
+            false,
+            Ipv4Addr::new(10, 0, 0, 1),
+            "http://h",
+        );
+        assert!(!plain.contains("next-server"));
+        assert!(plain.contains("filename \"http://h/boot.ipxe\";"));
     }
 
     #[test]

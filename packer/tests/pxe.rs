@@ -94,6 +94,8 @@ fn the_tree_has_every_file_the_chain_asks_for() {
         "tftp/undionly.kpxe",
         "tftp/ipxe.efi",
         "dnsmasq.conf",
+        "dnsmasq-proxy.conf",
+        "dhcpd.conf",
         "nginx.conf",
     ] {
         assert!(fx.p(&format!("tree/{f}")).is_file(), "{f} missing");
@@ -302,19 +304,56 @@ fn nginx_accepts_the_generated_config() {
 }
 
 #[test]
-fn dnsmasq_accepts_the_generated_config() {
+fn dnsmasq_accepts_the_generated_configs() {
     if !have("dnsmasq") {
         return;
     }
     let fx = Fx::new();
     fx.ok(&["--image", fx.p("imgs").to_str().unwrap()]);
-    let o = Command::new("dnsmasq")
-        .arg("--test")
-        .arg(format!(
-            "--conf-file={}",
-            fx.p("tree/dnsmasq.conf").display()
-        ))
+    for (conf, range) in [
+        ("dnsmasq.conf", "--dhcp-range=10.9.8.100,10.9.8.200"),
+        ("dnsmasq-proxy.conf", "--dhcp-range=10.9.8.0,proxy"),
+    ] {
+        let o = Command::new("dnsmasq")
+            .arg("--test")
+            .arg(format!("--conf-file={}", fx.p("tree").join(conf).display()))
+            .arg(range)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn dhcpd_accepts_the_generated_snippet() {
+    if !have("dhcpd") {
+        return;
+    }
+    let fx = Fx::new();
+    fx.ok(&["--image", fx.p("imgs").to_str().unwrap()]);
+    let snippet = fx.read("tree/dhcpd.conf");
+    let conf = fx.p("full-dhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "subnet 10.9.8.0 netmask 255.255.255.0 {{\n  range 10.9.8.100 10.9.8.200;\n{snippet}}}\n"
+        ),
+    )
+    .unwrap();
+    // -t: test the configuration file only (dhcpd(8)).
+    let o = Command::new("dhcpd")
+        .args(["-4", "-t", "-cf"])
+        .arg(&conf)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

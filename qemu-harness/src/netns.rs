@@ -426,6 +426,9 @@ pub struct IscDhcpd {
     pub fixed: Vec<(String, Ipv4Addr)>,
     /// dhcpd pings an address before offering it (1 s); off by default here.
     pub ping_check: bool,
+    /// Appended to the configuration as it is (boot rules such as a generated
+    /// dhcpd.conf snippet).
+    pub extra: String,
 }
 
 impl Default for IscDhcpd {
@@ -439,6 +442,7 @@ impl Default for IscDhcpd {
             lease_secs: 600,
             fixed: Vec::new(),
             ping_check: false,
+            extra: String::new(),
         }
     }
 }
@@ -467,6 +471,7 @@ impl IscDhcpd {
         for (i, (mac, ip)) in self.fixed.iter().enumerate() {
             c += &format!("host fixed{i} {{ hardware ethernet {mac}; fixed-address {ip}; }}\n");
         }
+        c += &self.extra;
         c
     }
 

@@ -8,7 +8,7 @@
 //! `make bench`.
 
 use crate::fixture::{noise, sha256_file};
-use crate::netns::{Daemon, Dnsmasq, Netns, Nginx};
+use crate::netns::{Daemon, Dnsmasq, IscDhcpd, Netns, Nginx, READY_TIMEOUT};
 use anyhow::{Context, Result, bail};
 use std::io::{Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
@@ -134,6 +134,7 @@ pub fn pack(spec: &TreeSpec, out: &Path) -> Result<String> {
 pub struct Segment {
     /// Declared first: stopped before the namespace is deleted.
     dnsmasq: Option<Daemon>,
+    dhcpd: Option<Daemon>,
     nginx_daemon: Option<Daemon>,
     pub nginx: Nginx,
     pub ns: Netns,
@@ -152,6 +153,7 @@ impl Segment {
         std::fs::create_dir_all(state)?;
         Ok(Segment {
             dnsmasq: None,
+            dhcpd: None,
             nginx_daemon: None,
             nginx: Nginx {
                 conf: tree.join("nginx.conf"),
@@ -177,8 +179,65 @@ impl Segment {
         Ok(())
     }
 
-    /// nginx with the tree's `nginx.conf` (or `conf`, a variant of it). Each start logs
-    /// its standard error to its own file.
+    /// dnsmasq as proxy DHCP with the tree's `dnsmasq-proxy.conf` plus the one line it
+    /// leaves to the operator, `dhcp-range=10.77.0.0,proxy`; another DHCP server
+    /// ([`Segment::start_isc_dhcpd`]) hands out the addresses.
+    pub fn start_dnsmasq_proxy(&mut self) -> Result<()> {
+        let conf = self.tree.join("dnsmasq-proxy.conf");
+        let net = Ipv4Addr::from(u32::from(SERVER) & 0xffff_ff00);
+        let d = self.dnsmasq_with(&conf, &[format!("--dhcp-range={net},proxy")], 67)?;
+        self.dnsmasq = Some(d);
+        Ok(())
+    }
+
+    /// dnsmasq serving TFTP only: the tree's `dnsmasq.conf` without a `dhcp-range`
+    /// does no DHCP, for a DHCP server that has no TFTP of its own.
+    pub fn start_tftp_only(&mut self) -> Result<()> {
+        let conf = self.tree.join("dnsmasq.conf");
+        self.dnsmasq = Some(self.dnsmasq_with(&conf, &[], 69)?);
+        Ok(())
+    }
+
+    /// ISC dhcpd handing out 10.77.0.100–199, with `extra` (the tree's `dhcpd.conf`, or
+    /// nothing) appended to its configuration.
+    pub fn start_isc_dhcpd(&mut self, extra: &str) -> Result<()> {
+        let cfg = IscDhcpd {
+            extra: extra.to_string(),
+            ..IscDhcpd::default()
+        };
+        self.dhcpd = Some(cfg.start(&self.ns, BRIDGE, &self.state)?);
+        Ok(())
+    }
+
+    /// dnsmasq on the bridge with `conf` and `extra` arguments; ready once UDP
+    /// `ready_port` is bound (67 for DHCP, 69 for TFTP).
+    fn dnsmasq_with(&self, conf: &Path, extra: &[String], ready_port: u16) -> Result<Daemon> {
+        let st = &self.state;
+        let mut cmd = self.ns.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--log-dhcp",
+            "--port=0",
+            "--user=root",
+            "--group=root",
+            "--bind-interfaces",
+        ])
+        .arg(format!("--conf-file={}", conf.display()))
+        .arg(format!("--interface={BRIDGE}"))
+        .arg(format!("--pid-file={}", st.join("dnsmasq.pid").display()))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            st.join("dnsmasq.leases").display()
+        ))
+        .args(extra);
+        let mut d = self.ns.spawn("dnsmasq", cmd, &st.join("dnsmasq.log"))?;
+        d.wait_ready(READY_TIMEOUT, |_| self.ns.udp_bound(ready_port))?;
+        Ok(d)
+    }
+
+    /// nginx with the tree's `nginx.conf`. Each start logs its standard error to its
+    /// own file.
     pub fn start_nginx(&mut self) -> Result<()> {
         self.nginx_starts += 1;
         let log = self
@@ -209,6 +268,10 @@ impl Segment {
 
     pub fn dnsmasq_log(&self) -> String {
         self.dnsmasq.as_ref().map(|d| d.log()).unwrap_or_default()
+    }
+
+    pub fn dhcpd_log(&self) -> String {
+        self.dhcpd.as_ref().map(|d| d.log()).unwrap_or_default()
     }
 }
 

@@ -54,9 +54,20 @@ struct Pxe {
     guests: u8,
 }
 
-/// Packs the tree with `cmdline` and starts dnsmasq and nginx. `limit_rate` turns on
-/// the generated nginx.conf's commented-out per-connection cap.
-fn serve(name: &str, cmdline: &str, limit_rate: Option<&str>) -> Pxe {
+/// Who answers DHCP on the segment, each with the tree's generated configuration.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dhcp {
+    /// dnsmasq.conf: dnsmasq is the DHCP and TFTP server.
+    Dnsmasq,
+    /// ISC dhcpd hands out the addresses; dnsmasq-proxy.conf adds the boot menus.
+    ProxyBesideIsc,
+    /// ISC dhcpd with the dhcpd.conf snippet; dnsmasq serves TFTP only.
+    IscAndTftpOnly,
+}
+
+/// Packs the tree with `cmdline` and starts the DHCP side and nginx. `limit_rate` turns
+/// on the generated nginx.conf's commented-out per-connection cap.
+fn serve(name: &str, cmdline: &str, limit_rate: Option<&str>, dhcp: Dhcp) -> Pxe {
     let dir = RunDir::new(name);
     let k = kernel::stock().unwrap();
     let init = artifacts::ze_init().unwrap();
@@ -91,7 +102,18 @@ fn serve(name: &str, cmdline: &str, limit_rate: Option<&str>) -> Pxe {
         std::fs::write(&conf, text.replace(knob, &format!("limit_rate {rate};"))).unwrap();
     }
     let mut seg = Segment::new("pxe", &tree, &dir.join("state"), 80).unwrap();
-    seg.start_dnsmasq().unwrap();
+    match dhcp {
+        Dhcp::Dnsmasq => seg.start_dnsmasq().unwrap(),
+        Dhcp::ProxyBesideIsc => {
+            seg.start_isc_dhcpd("").unwrap();
+            seg.start_dnsmasq_proxy().unwrap();
+        }
+        Dhcp::IscAndTftpOnly => {
+            let snippet = std::fs::read_to_string(tree.join("dhcpd.conf")).unwrap();
+            seg.start_isc_dhcpd(&snippet).unwrap();
+            seg.start_tftp_only().unwrap();
+        }
+    }
     seg.start_nginx().unwrap();
     Pxe {
         seg,
@@ -199,7 +221,7 @@ fn pxe_ipxe_rom_installs_the_newest_image_from_nginx() {
     if !ready(false) {
         return;
     }
-    let mut p = serve("pxe_ipxe_rom", "panic=-1", None);
+    let mut p = serve("pxe_ipxe_rom", "panic=-1", None, Dhcp::Dnsmasq);
     let (mut run, disk) = guest(&mut p, Firmware::Bios, true, false);
     let (log, secs) = finish(&mut run);
     eprintln!("pxe_ipxe_rom: QEMU start to DONE in {secs:.1} s");
@@ -236,7 +258,7 @@ fn pxe_bios_firmware_chainloads_undionly_by_tftp() {
     if !ready(false) {
         return;
     }
-    let mut p = serve("pxe_bios_undionly", "panic=-1", None);
+    let mut p = serve("pxe_bios_undionly", "panic=-1", None, Dhcp::Dnsmasq);
     let (mut run, disk) = guest(&mut p, Firmware::Bios, true, true);
     pxe::steer_rom_to_plain_pxe(&mut run, Duration::from_secs(120)).unwrap();
     let (log, secs) = finish(&mut run);
@@ -271,7 +293,7 @@ fn pxe_uefi_firmware_chainloads_ipxe_efi_by_tftp() {
     if !ready(true) {
         return;
     }
-    let mut p = serve("pxe_uefi_ipxe_efi", "panic=-1", None);
+    let mut p = serve("pxe_uefi_ipxe_efi", "panic=-1", None, Dhcp::Dnsmasq);
     let (mut run, disk) = guest(&mut p, Firmware::Uefi, false, false);
     let (log, secs) = finish(&mut run);
     eprintln!("pxe_uefi_ipxe_efi: QEMU start to DONE in {secs:.1} s");
@@ -296,6 +318,62 @@ fn pxe_uefi_firmware_chainloads_ipxe_efi_by_tftp() {
     assert!(dns.contains("efi-x86_64"), "{dns}");
 }
 
+/// An existing DHCP server (ISC dhcpd) keeps handing out the addresses; dnsmasq as
+/// proxy DHCP with dnsmasq-proxy.conf adds only the boot menu, which the iPXE ROM
+/// follows to boot.ipxe.
+#[test]
+#[ignore = "root + QEMU tier: run by make e2e"]
+fn pxe_proxy_dhcp_beside_an_existing_dhcp_server() {
+    if !ready(false) || !prereq::require(&["dhcpd"]) {
+        return;
+    }
+    let mut p = serve("pxe_proxy_dhcp", "panic=-1", None, Dhcp::ProxyBesideIsc);
+    let (mut run, disk) = guest(&mut p, Firmware::Bios, true, false);
+    let (log, secs) = finish(&mut run);
+    eprintln!("pxe_proxy_dhcp: QEMU start to DONE in {secs:.1} s");
+    judge_disk(&p, &disk, &log);
+    judge_chain(&p, 1);
+    assert!(log.contains("Booting from PXE menu"), "{log}");
+    let dns = p.seg.dnsmasq_log();
+    assert!(dns.contains("52:54:00:77:00:01 proxy"), "{dns}");
+    assert!(
+        dns.contains("http://10.77.0.1/install/boot/boot.ipxe"),
+        "{dns}"
+    );
+    // The addresses came from dhcpd alone: dnsmasq offered none.
+    assert!(!dns.contains("DHCPOFFER"), "{dns}");
+    let dhcpd = p.seg.dhcpd_log();
+    assert!(
+        dhcpd.contains("DHCPACK on 10.77.0.") && dhcpd.contains("52:54:00:77:00:01"),
+        "{dhcpd}"
+    );
+}
+
+/// ISC dhcpd with the generated dhcpd.conf snippet is the only DHCP server; dnsmasq
+/// serves TFTP only. UEFI firmware gets ipxe.efi (option 93 rule), then iPXE gets
+/// boot.ipxe (user-class rule).
+#[test]
+#[ignore = "root + QEMU tier: run by make e2e"]
+fn pxe_isc_dhcpd_rules_with_uefi_firmware() {
+    if !ready(true) || !prereq::require(&["dhcpd"]) {
+        return;
+    }
+    let mut p = serve("pxe_isc_uefi", "panic=-1", None, Dhcp::IscAndTftpOnly);
+    let (mut run, disk) = guest(&mut p, Firmware::Uefi, false, false);
+    let (log, secs) = finish(&mut run);
+    eprintln!("pxe_isc_uefi: QEMU start to DONE in {secs:.1} s");
+    judge_disk(&p, &disk, &log);
+    judge_chain(&p, 1);
+    assert!(log.contains("NBP filename is ipxe.efi"), "{log}");
+    let dns = p.seg.dnsmasq_log();
+    let tftp = format!(
+        "sent {}/tftp/ipxe.efi to 10.77.0.",
+        p.seg.tree.canonicalize().unwrap().display()
+    );
+    assert!(dns.contains(&tftp), "{dns}");
+    assert!(!dns.contains("DHCPOFFER"), "dnsmasq answered DHCP:\n{dns}");
+}
+
 /// Two targets net-boot and install at the same time from the same dnsmasq and nginx.
 #[test]
 #[ignore = "root + QEMU tier: run by make e2e"]
@@ -303,7 +381,7 @@ fn pxe_two_targets_install_at_once() {
     if !ready(false) {
         return;
     }
-    let mut p = serve("pxe_two_targets", "panic=-1", None);
+    let mut p = serve("pxe_two_targets", "panic=-1", None, Dhcp::Dnsmasq);
     let (mut a, disk_a) = guest(&mut p, Firmware::Bios, true, false);
     let (mut b, disk_b) = guest(&mut p, Firmware::Bios, true, false);
     let (log_a, secs_a) = finish(&mut a);
@@ -337,6 +415,7 @@ fn pxe_install_resumes_after_nginx_restarts() {
         "pxe_nginx_restart",
         "panic=-1 ze.stall-timeout=15",
         Some("2m"),
+        Dhcp::Dnsmasq,
     );
     let (mut run, disk) = guest(&mut p, Firmware::Bios, true, false);
     // The first progress line: the image download is under way.
