@@ -245,9 +245,7 @@ impl Daemon {
             std::thread::sleep(POLL);
         }
     }
-}
 
-impl Daemon {
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; kills it if it
     /// does not. nginx stops at once on SIGTERM ("fast shutdown": open connections are
     /// closed), and takes its worker processes with it.
