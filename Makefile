@@ -79,6 +79,7 @@ bench: sizes harness
 	target/release/ze-bench
 	$(HARNESS) bench-dhcp 20
 	$(HARNESS) bench-boot --runs 5
+	$(HARNESS) bench-pxe --installs 16 --mib 256 --runs 3
 
 # Bounded fuzzing on the stable toolchain (fuzz/Cargo.toml says how). New inputs land
 # in fuzz/artifacts/corpus/, crashes in fuzz/artifacts/<target>/; the checked-in seeds

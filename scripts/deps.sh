@@ -17,6 +17,11 @@ pkgs=(
     time              # make bench: peak RSS with /usr/bin/time -v
     dnsmasq-base      # DHCP server for the netns tests; -base ships no system service
     isc-dhcp-server   # a second, independent DHCP server implementation for the netns tests
+    # The PXE scenarios (qemu-harness/tests/pxe.rs; the iPXE binaries come from the
+    # `ipxe` package via apt-get download into the cache, see qemu-harness/src/pxe.rs):
+    nginx-light       # serves the ze-pack pxe tree with its generated nginx.conf
+    ipxe-qemu         # the iPXE option ROMs QEMU's NICs net-boot with (-boot n)
+    ovmf              # UEFI firmware: its own PXE client starts the TFTP chainload
     # The custom kernel (make kernel, kernel-check):
     linux-source-6.1  # its source, /usr/src/linux-source-6.1.tar.xz
     xz-utils          # unpacks that tarball
@@ -33,7 +38,7 @@ pkgs=(
 
 # Packages whose maintainer scripts would start a system service we never want running
 # on this machine (the tests start their own instances with their own config files).
-services=(isc-dhcp-server isc-dhcp-server6)
+services=(isc-dhcp-server isc-dhcp-server6 nginx)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,7 +1,8 @@
 //! The QEMU harness: fetch a stock Debian kernel, build the initrd with `ze-pack`, boot
 //! it under TCG, and judge the result from outside — the serial console's lines, QEMU's
 //! exit, and (in later scenarios) the bytes on the virtual disks. `netns` builds
-//! isolated networks with real servers for the root-tier network tests.
+//! isolated networks with real servers for the root-tier network tests; `pxe` puts a
+//! `ze-pack pxe` tree behind dnsmasq and nginx there.
 #![deny(unsafe_code)]
 
 pub mod artifacts;
@@ -12,6 +13,7 @@ pub mod kernel;
 pub mod netns;
 pub mod pcap;
 pub mod prereq;
+pub mod pxe;
 pub mod qemu;
 pub mod rundir;
 pub mod server;

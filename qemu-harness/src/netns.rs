@@ -11,6 +11,9 @@
 //!   own config, lease and pid files in a temp directory.
 //! - [`Lan`]: the usual shape — a server namespace and a client namespace joined by one
 //!   link, 10.77.N.0/24 with the server at .1 — ready for `start_dnsmasq` etc.
+//! - [`Netns::bridge`] and [`Netns::tap`]: a bridge with tap devices for QEMU guests
+//!   running in the namespace; [`Nginx`] serves files there (the PXE scenarios,
+//!   `crate::pxe`).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -115,6 +118,44 @@ impl Netns {
             .any(|local| local.ends_with(&want)))
     }
 
+    /// A bridge `name` holding `cidr`, up. STP is off and the forwarding delay zero, so
+    /// a port forwards as soon as it is up (a guest's first DHCP is not lost).
+    pub fn bridge(&self, name: &str, cidr: &str) -> Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        self.add_address(name, cidr)?;
+        self.link_up(name)
+    }
+
+    /// A persistent tap device `name` on `bridge`, up. A QEMU in this namespace opens
+    /// it by name (`qemu::Nic::tap`); it has carrier while QEMU holds it.
+    pub fn tap(&self, name: &str, bridge: &str) -> Result<()> {
+        self.ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
+        self.ip(&["link", "set", name, "master", bridge])?;
+        self.link_up(name)
+    }
+
+    /// Whether some socket in the namespace listens on TCP `port` (from /proc/net/tcp,
+    /// state 0A).
+    pub fn tcp_listening(&self, port: u16) -> Result<bool> {
+        let out = self.command("cat").arg("/proc/net/tcp").output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = format!(":{port:04X}");
+        Ok(text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+        }))
+    }
+
     /// Starts `cmd` (from [`Netns::command`]) as a daemon logging to `log`.
     pub fn spawn(&self, name: &str, mut cmd: Command, log: &Path) -> Result<Daemon> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -204,11 +245,35 @@ impl Daemon {
             std::thread::sleep(POLL);
         }
     }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; kills it if it
+    /// does not. nginx stops at once on SIGTERM ("fast shutdown": open connections are
+    /// closed), and takes its worker processes with it.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        if let Some(st) = self.child.try_wait()? {
+            return Ok(st);
+        }
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{} ignored SIGTERM for {timeout:?}; killed", self.name);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // `ip netns exec` execs the program, so this is the daemon itself.
+        // `ip netns exec` execs the program, so this is the daemon itself. SIGTERM first,
+        // so a server with worker processes (nginx) stops them too.
+        let _ = self.terminate(Duration::from_secs(3));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -228,6 +293,8 @@ pub struct Dnsmasq {
     /// dnsmasq pings an address before offering it to a new client and waits ~3 s for
     /// an answer; `true` (the default here) turns that off so tests stay fast.
     pub no_ping: bool,
+    /// A configuration file to read (a generated `dnsmasq.conf`); none by default.
+    pub conf_file: Option<PathBuf>,
     pub extra: Vec<String>,
 }
 
@@ -241,6 +308,7 @@ impl Default for Dnsmasq {
             dns: vec![Ipv4Addr::new(10, 77, 0, 53)],
             rapid_commit: false,
             no_ping: true,
+            conf_file: None,
             extra: Vec::new(),
         }
     }
@@ -254,7 +322,13 @@ impl Dnsmasq {
             "--keep-in-foreground".to_string(),
             "--log-facility=-".into(),
             "--log-dhcp".into(),
-            "--conf-file=/dev/null".into(),
+            format!(
+                "--conf-file={}",
+                self.conf_file
+                    .as_deref()
+                    .unwrap_or(Path::new("/dev/null"))
+                    .display()
+            ),
             "--port=0".into(),
             "--user=root".into(),
             "--group=root".into(),
@@ -304,6 +378,39 @@ impl Dnsmasq {
     }
 }
 
+/// nginx in the foreground with a given configuration. The configuration's relative
+/// paths (pid, logs, temporary files) resolve against `prefix`, a state directory of
+/// the test's own, so nothing outside it is written.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub conf: PathBuf,
+    pub prefix: PathBuf,
+    /// The TCP port the configuration listens on: ready once a socket listens there.
+    pub port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx in `ns`; returns once it listens. `log` gets its standard error
+    /// (startup errors; the configuration's error_log takes over once it is read).
+    pub fn start(&self, ns: &Netns, log: &Path) -> Result<Daemon> {
+        std::fs::create_dir_all(&self.prefix)?;
+        let mut cmd = ns.command("nginx");
+        cmd.arg("-p")
+            .arg(format!("{}/", self.prefix.display()))
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-e", "stderr", "-g", "daemon off;"]);
+        let mut d = ns.spawn("nginx", cmd, log)?;
+        d.wait_ready(READY_TIMEOUT, |_| ns.tcp_listening(self.port))?;
+        Ok(d)
+    }
+
+    /// The access log so far (`access.log` under the prefix).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("access.log")).unwrap_or_default()
+    }
+}
+
 /// ISC dhcpd (`isc-dhcp-server`), a second, independent implementation.
 #[derive(Debug, Clone)]
 pub struct IscDhcpd {
@@ -317,6 +424,9 @@ pub struct IscDhcpd {
     pub fixed: Vec<(String, Ipv4Addr)>,
     /// dhcpd pings an address before offering it (1 s); off by default here.
     pub ping_check: bool,
+    /// Appended to the configuration as it is (boot rules such as a generated
+    /// dhcpd.conf snippet).
+    pub extra: String,
 }
 
 impl Default for IscDhcpd {
@@ -330,6 +440,7 @@ impl Default for IscDhcpd {
             lease_secs: 600,
             fixed: Vec::new(),
             ping_check: false,
+            extra: String::new(),
         }
     }
 }
@@ -358,6 +469,7 @@ impl IscDhcpd {
         for (i, (mac, ip)) in self.fixed.iter().enumerate() {
             c += &format!("host fixed{i} {{ hardware ethernet {mac}; fixed-address {ip}; }}\n");
         }
+        c += &self.extra;
         c
     }
 

@@ -2,6 +2,10 @@
 //! machine) with every serial port captured to a file, and waiting for markers on them
 //! with hard timeouts. QEMU is killed on timeout and when the handle is dropped.
 //!
+//! A guest can also boot from the network (`-boot n`: SeaBIOS runs the NIC's iPXE
+//! option ROM, or OVMF its own PXE client) on a tap device inside a network namespace
+//! ([`Vm::in_netns`]).
+//!
 //! A serial port can also be made interactive ([`Vm::interactive_serial`]): QEMU then
 //! serves it on a unix socket the harness connects to before the guest starts, its
 //! output is still captured to the same file, and a test types on it with
@@ -15,6 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// OVMF from Debian's `ovmf` package: firmware code (read-only) and the template of its
+/// variable store (copied per run, the guest writes it).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriveKind {
@@ -37,6 +46,8 @@ pub struct Drive {
 pub struct Nic {
     /// The `-netdev` options after the id, e.g. `user` or `user,restrict=on`.
     pub netdev: String,
+    /// The `-device` driver and its own options: `virtio-net-pci`, or
+    /// `virtio-net-pci,romfile=` for a NIC without its iPXE option ROM.
     pub model: String,
     pub mac: Option<String>,
 }
@@ -49,19 +60,55 @@ impl Nic {
             mac: None,
         }
     }
+
+    /// A virtio NIC on the tap device `ifname`, which must exist (created with
+    /// `ip tuntap` in the namespace QEMU runs in) so QEMU runs no ifup script.
+    pub fn tap(ifname: &str, mac: &str) -> Nic {
+        Nic {
+            netdev: format!("tap,ifname={ifname},script=no,downscript=no"),
+            model: "virtio-net-pci".into(),
+            mac: Some(mac.to_string()),
+        }
+    }
+}
+
+/// How the guest starts.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// QEMU loads the kernel and initrd itself (`-kernel`, `-initrd`, `-append`).
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// The firmware boots from the network (`-boot n`).
+    Network,
+}
+
+/// The guest's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default; net-boots through the NIC's option ROM (iPXE).
+    #[default]
+    Bios,
+    /// OVMF ([`OVMF_CODE`]); net-boots with its own UEFI PXE client when the NIC has no
+    /// option ROM.
+    Uefi,
 }
 
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct Vm {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub append: String,
+    pub boot: Boot,
+    pub firmware: Firmware,
     pub memory_mb: u32,
     /// Serial ports, each captured to `ttyS<i>.log` in the run directory.
     pub serials: usize,
     /// Serial ports the test can type on (served on `ttyS<i>.sock`).
     pub interactive: Vec<usize>,
+    /// Run QEMU inside this network namespace (`ip netns exec`), where its tap
+    /// devices are.
+    pub netns: Option<String>,
     pub drives: Vec<Drive>,
     pub nics: Vec<Nic>,
     pub extra: Vec<String>,
@@ -69,17 +116,51 @@ pub struct Vm {
 
 impl Vm {
     pub fn new(kernel: &Path, initrd: &Path, append: &str) -> Vm {
-        Vm {
+        Vm::with_boot(Boot::Kernel {
             kernel: kernel.to_path_buf(),
             initrd: initrd.to_path_buf(),
             append: append.to_string(),
+        })
+    }
+
+    /// A guest that boots from the network, as a machine set to PXE-boot does.
+    pub fn netboot() -> Vm {
+        Vm::with_boot(Boot::Network)
+    }
+
+    fn with_boot(boot: Boot) -> Vm {
+        Vm {
+            boot,
+            firmware: Firmware::Bios,
             memory_mb: 512,
             serials: 1,
             interactive: Vec::new(),
+            netns: None,
             drives: Vec::new(),
             nics: Vec::new(),
             extra: Vec::new(),
         }
+    }
+
+    pub fn firmware(mut self, firmware: Firmware) -> Vm {
+        self.firmware = firmware;
+        self
+    }
+
+    /// Makes ttyS`i` interactive: QEMU serves it on a unix socket (and waits for the
+    /// harness to connect before it starts the guest, so no output is lost); the output
+    /// is captured to `ttyS<i>.log` as for the other ports.
+    pub fn interactive_serial(mut self, i: usize) -> Vm {
+        self.serials = self.serials.max(i + 1);
+        if !self.interactive.contains(&i) {
+            self.interactive.push(i);
+        }
+        self
+    }
+
+    pub fn in_netns(mut self, ns: &crate::netns::Netns) -> Vm {
+        self.netns = Some(ns.name().to_string());
+        self
     }
 
     pub fn drive(mut self, path: &Path, kind: DriveKind) -> Vm {
@@ -96,17 +177,6 @@ impl Vm {
         self
     }
 
-    /// Makes ttyS`i` interactive: QEMU serves it on a unix socket (and waits for the
-    /// harness to connect before it starts the guest, so no output is lost); the output
-    /// is captured to `ttyS<i>.log` as for the other ports.
-    pub fn interactive_serial(mut self, i: usize) -> Vm {
-        self.serials = self.serials.max(i + 1);
-        if !self.interactive.contains(&i) {
-            self.interactive.push(i);
-        }
-        self
-    }
-
     /// The full QEMU command line.
     pub fn args(&self, dir: &Path) -> Vec<String> {
         let mut a: Vec<String> = vec![
@@ -118,13 +188,31 @@ impl Vm {
             "-no-reboot".into(),
             "-monitor".into(),
             "none".into(),
-            "-kernel".into(),
-            self.kernel.display().to_string(),
-            "-initrd".into(),
-            self.initrd.display().to_string(),
-            "-append".into(),
-            self.append.clone(),
         ];
+        match &self.boot {
+            Boot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => a.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.clone(),
+            ]),
+            Boot::Network => a.extend(["-boot".into(), "n".into()]),
+        }
+        if self.firmware == Firmware::Uefi {
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            a.push("-drive".into());
+            a.push(format!(
+                "if=pflash,format=raw,file={}",
+                dir.join("OVMF_VARS.fd").display()
+            ));
+        }
         for i in 0..self.serials {
             if self.interactive.contains(&i) {
                 a.push("-chardev".into());
@@ -189,10 +277,23 @@ impl Vm {
             }
             let _ = std::fs::remove_file(&sock);
         }
+        if self.firmware == Firmware::Uefi {
+            std::fs::copy(OVMF_VARS, dir.join("OVMF_VARS.fd"))
+                .with_context(|| format!("copying {OVMF_VARS} (Debian's ovmf)"))?;
+        }
         let args = self.args(dir);
         std::fs::write(dir.join("qemu.cmdline"), args.join("\n"))?;
         let out = std::fs::File::create(dir.join("qemu.log"))?;
-        let child = Command::new("qemu-system-x86_64")
+        // `ip netns exec` execs QEMU, so the child is QEMU itself either way.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
+        let child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

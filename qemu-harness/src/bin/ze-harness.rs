@@ -7,6 +7,7 @@
 //! ze-harness bench-boot [--runs N]     QEMU start to READY, custom kernel vs stock kernel with modules
 //! ze-harness demo                      boot the installer in QEMU and stream its console
 //! ze-harness bench-dhcp [RUNS]              link-up → lease of `ze-init dhcp` against dnsmasq in a netns (root)
+//! ze-harness bench-pxe [--installs N] [--mib M] [--runs R]   N `ze-init install` at once from nginx in a netns (root)
 //! ze-harness serve DIR ADDR:PORT           serve DIR with the test server (e.g. inside a netns)
 //! ```
 //!
@@ -21,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const USAGE: &str = "usage: ze-harness kernel | kernel-build [PROFILE] | kernel-check [PROFILE...] \
-                     | bench-boot [--runs N] | bench-dhcp [RUNS] | demo | serve DIR ADDR:PORT";
+                     | bench-boot [--runs N] | bench-dhcp [RUNS] \
+                     | bench-pxe [--installs N] [--mib M] [--runs R] | demo | serve DIR ADDR:PORT";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +49,7 @@ fn main() -> Result<()> {
             };
             bench_dhcp(runs)
         }
+        Some("bench-pxe") => bench_pxe(rest),
         Some("serve") if args.len() == 3 => serve(Path::new(&args[1]), &args[2]),
         _ => bail!(USAGE),
     }
@@ -376,6 +379,50 @@ fn bench_dhcp(runs: usize) -> Result<()> {
             ms.iter().cloned().fold(f64::INFINITY, f64::min),
             ms.iter().cloned().fold(0.0, f64::max),
             median(&wall),
+        );
+    }
+    Ok(())
+}
+
+/// `make bench`'s concurrency figure: N host-mode installs at once from one nginx
+/// (a `ze-pack pxe` tree and its generated nginx.conf, on the loopback of a network
+/// namespace), every output checked byte for byte, and the spread of their durations.
+/// One install alone first, for scale. Root.
+fn bench_pxe(args: &[String]) -> Result<()> {
+    let (mut n, mut mib, mut runs) = (16usize, 256u64, 1usize);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().context(USAGE)?;
+        match a.as_str() {
+            "--installs" => n = v.parse().context("--installs takes a number")?,
+            "--mib" => mib = v.parse().context("--mib takes a number")?,
+            "--runs" => runs = v.parse().context("--runs takes a number")?,
+            _ => bail!(USAGE),
+        }
+    }
+    if n == 0 || mib < 8 || runs == 0 {
+        bail!("need --installs >= 1, --mib >= 8, --runs >= 1");
+    }
+    let dir = RunDir::new("bench-pxe");
+    let limit = Duration::from_secs(600);
+    println!(
+        "== ze-init install from nginx (ze-pack pxe tree), {mib} MiB image, loopback in a netns"
+    );
+    let alone = qemu_harness::pxe::host_installs(dir.path(), 1, mib, limit)?;
+    println!("1 alone:      {:6.2} s", alone.seconds[0]);
+    for r in 0..runs {
+        let run = qemu_harness::pxe::host_installs(dir.path(), n, mib, limit)?;
+        let mut s = run.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        let total = (n as u64 * run.image_bytes) as f64 / run.wall / 1e6;
+        println!(
+            "{n} at once (run {}/{runs}): wall {:6.2} s, {total:.0} MB/s in all; each min {:.2} median {:.2} max {:.2} s; spread max/min {:.2}",
+            r + 1,
+            run.wall,
+            run.min(),
+            median(&s),
+            run.max(),
+            run.spread()
         );
     }
     Ok(())
