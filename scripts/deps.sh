@@ -12,6 +12,7 @@ pkgs=(
     gzip
     e2fsprogs         # mkfs.ext4 and debugfs for fixture images
     iproute2          # ip netns for the network tests
+    chromium          # the status page test renders it headless
     curl              # make bench: the curl | dd baseline
     bmap-tools        # make bench: the bmaptool copy baseline
     time              # make bench: peak RSS with /usr/bin/time -v

@@ -9,6 +9,8 @@
 //! <out>/install/image/<name>            each image, hard-linked or copied, never re-encoded
 //! <out>/install/image/<name>.sha256     sha256sum-style sidecar of the file as served
 //! <out>/install/database.zefs           the database injected into partition 4
+//! <out>/install/status/index.html       the fleet status page; installers PUT their
+//!                                       <mac>.json beside it (docs/status.md)
 //! <out>/tftp/undionly.kpxe, ipxe.efi    iPXE for firmware that is not iPXE yet
 //! <out>/dnsmasq.conf, nginx.conf        configuration for exactly this tree: dnsmasq as
 //!                                       the DHCP server, nginx as the web server
@@ -25,6 +27,10 @@ use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use ze_init::config::{self, cmdline};
+
+/// The fleet status page (`install/status/index.html`): one static file, no external
+/// assets; it lists the status documents through the web server's JSON index.
+pub const STATUS_PAGE: &str = include_str!("../assets/status.html");
 
 /// Debian's `ipxe` package puts its binaries here.
 pub const DEFAULT_IPXE_DIR: &str = "/usr/lib/ipxe";
@@ -121,6 +127,10 @@ pub fn build(spec: &Spec) -> Result<Summary> {
     }
     std::fs::create_dir_all(&boot)?;
     std::fs::create_dir_all(&image_dir)?;
+    // The status documents of earlier installs stay; the page is always this build's.
+    let status = out.join("install/status");
+    std::fs::create_dir_all(&status)?;
+    std::fs::write(status.join("index.html"), STATUS_PAGE)?;
 
     copy(&spec.kernel, &boot.join("vmlinuz"))?;
     copy(&spec.initrd, &boot.join("initrd.img.gz"))?;
@@ -564,6 +574,18 @@ http {{
             # Per-connection cap, so many installs at once leave room on the uplink:
             # limit_rate 50m;
         }}
+        # Live status (docs/status.md): each installer PUTs <mac>.json here; the page
+        # lists them through the JSON autoindex of this directory, which is why its
+        # index.html is not served for the directory itself. The directory must be
+        # writable by nginx's user (chown www-data {out}/install/status).
+        location /install/status/ {{
+            dav_methods PUT;
+            client_max_body_size 1m;
+            autoindex on;
+            autoindex_format json;
+            index ze-no-index;
+            add_header Cache-Control no-cache;
+        }}
     }}
     # ze-install: end server block
 }}
@@ -847,6 +869,23 @@ mod tests {
         );
         assert!(!plain.contains("next-server"));
         assert!(plain.contains("filename \"http://h/boot.ipxe\";"));
+    }
+
+    #[test]
+    fn nginx_conf_takes_status_puts_and_lists_them_as_json() {
+        let c = nginx_conf(Path::new("/srv/pxe"), Ipv4Addr::new(10, 0, 0, 1), 80);
+        let loc = &c[c.find("location /install/status/").unwrap()..];
+        let loc = &loc[..loc.find('}').unwrap()];
+        for d in [
+            "dav_methods PUT;",
+            "autoindex on;",
+            "autoindex_format json;",
+            "index ze-no-index;",
+        ] {
+            assert!(loc.contains(d), "{d} missing in {loc}");
+        }
+        assert!(STATUS_PAGE.contains("autoindex_format json"));
+        assert!(!STATUS_PAGE.contains("http://") && !STATUS_PAGE.contains("https://"));
     }
 
     #[test]

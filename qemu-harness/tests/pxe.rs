@@ -471,3 +471,170 @@ fn host_sixteen_installs_at_once_from_nginx() {
         r.spread()
     );
 }
+
+/// nginx's workers run as www-data: the status directory must be theirs to write.
+fn status_dir_for_nginx(p: &Pxe) -> PathBuf {
+    let dir = p.seg.tree.join("install/status");
+    let st = std::process::Command::new("chown")
+        .args(["www-data:www-data"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dir
+}
+
+fn read_doc(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Headless Chromium inside the segment's namespace, as an operator's browser on the
+/// provisioning network: `--dump-dom` after the page's scripts ran, and a screenshot.
+fn chromium(p: &Pxe, url: &str, out: &Path, what: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = p.seg.ns.command("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=5000",
+        "--window-size=1200,300",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(what)
+    .arg(url)
+    .current_dir(out);
+    let o = qemu_harness::netns::output_within(&mut cmd, Duration::from_secs(90)).unwrap();
+    assert!(
+        o.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Live status through the real chain: the installer PUTs its document into nginx's
+/// status directory, which goes through the stages to `done`; mid-download, headless
+/// Chromium loads the status page from nginx and shows the machine's row with a
+/// progress bar (DOM checked, screenshot kept in the run directory).
+#[test]
+#[ignore = "root + QEMU; run by make e2e"]
+fn pxe_status_documents_and_page_follow_the_install() {
+    if !ready(false) || !prereq::require(&["chromium"]) {
+        return;
+    }
+    // 48 MiB at 3 MB/s: the download lasts long enough to look at.
+    let mut p = serve("pxe_status", "", Some("3m"), Dhcp::Dnsmasq);
+    let status = status_dir_for_nginx(&p);
+    let (mut run, disk) = guest(&mut p, Firmware::Bios, true, false);
+    let doc_path = status.join("52-54-00-77-00-01.json");
+    let mut seen: Vec<String> = Vec::new();
+    let mut dom = None;
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline && !run.serial(0).contains("[ze-install] DONE") {
+        if let Some(d) = read_doc(&doc_path) {
+            let stage = d["stage"].as_str().unwrap_or("").to_string();
+            if seen.last() != Some(&stage) {
+                seen.push(stage.clone());
+            }
+            if stage == "download" && dom.is_none() && d["progress"]["bytes_in"].as_u64() > Some(0)
+            {
+                let url = format!("http://{}/install/status/index.html", pxe::SERVER);
+                let shots = p.dir.join("screenshots");
+                std::fs::create_dir_all(&shots).unwrap();
+                dom = Some(chromium(&p, &url, &shots, &["--dump-dom"]));
+                chromium(&p, &url, &shots, &["--screenshot=status.png"]);
+                let png = std::fs::metadata(shots.join("status.png")).unwrap();
+                assert!(png.len() > 5_000, "screenshot of {} bytes", png.len());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (log, _) = finish(&mut run);
+    judge_disk(&p, &disk, &log);
+
+    let dom = dom.expect("the download was never seen in the status document");
+    let row = dom
+        .split("<tr class=\"machine ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no machine row in the page:\n{dom}"));
+    assert!(row.starts_with("download"), "{row}");
+    assert!(row.contains("52:54:00:77:00:01"), "{row}");
+    let width: u32 = row
+        .split("width: ")
+        .nth(1)
+        .and_then(|w| w.split('%').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no progress bar width in {row}"));
+    assert!((1..100).contains(&width), "bar at {width}%");
+    assert!(row.contains("MB/s"), "{row}");
+
+    // The stages came in order and ended with done.
+    let order = ["network", "plan", "download", "verify", "inject", "done"];
+    let mut at = 0;
+    for s in &seen {
+        let i = order
+            .iter()
+            .position(|o| o == s)
+            .unwrap_or_else(|| panic!("stage {s}"));
+        assert!(i >= at, "stages out of order: {seen:?}");
+        at = i;
+    }
+    assert!(seen.contains(&"download".to_string()), "{seen:?}");
+    // The final report was sent before the reboot.
+    let last = read_doc(&doc_path).unwrap();
+    assert_eq!(last["stage"], "done", "{seen:?}");
+    assert!(
+        last["done"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("DONE image={NEW}"))
+    );
+    assert_eq!(last["progress"]["bytes_in"], 48u64 << 20);
+    assert_eq!(last["network"]["mac"], "52:54:00:77:00:01");
+    let puts = p
+        .seg
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("\"PUT /install/status/52-54-00-77-00-01.json"))
+        .count();
+    assert!(puts >= 3, "{puts} PUTs in nginx's access log");
+}
+
+/// A failing install (the sidecar does not match) ends its document with `failed` and
+/// the FATAL text, before the recovery console takes over.
+#[test]
+#[ignore = "root + QEMU; run by make e2e"]
+fn pxe_status_reports_a_failed_install() {
+    if !ready(false) {
+        return;
+    }
+    let mut p = serve("pxe_status_failed", "", None, Dhcp::Dnsmasq);
+    let status = status_dir_for_nginx(&p);
+    let sidecar = p.seg.tree.join(format!("install/image/{NEW}.sha256"));
+    std::fs::write(&sidecar, format!("{}  {NEW}\n", "5".repeat(64))).unwrap();
+    let (mut run, _disk) = guest(&mut p, Firmware::Bios, true, false);
+    run.wait_for(0, "FATAL: verify: sha256 mismatch", LIMIT)
+        .unwrap();
+    let doc_path = status.join("52-54-00-77-00-01.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        match read_doc(&doc_path) {
+            Some(d) if d["stage"] == "failed" => break d,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("no failed document: {other:?}"),
+        }
+    };
+    let fatal = doc["fatal"].as_str().unwrap();
+    assert!(
+        fatal.starts_with("verify: sha256 mismatch: expected 5555"),
+        "{fatal}"
+    );
+    assert!(doc["log"].as_array().unwrap().len() > 5);
+    run.kill();
+}
