@@ -253,9 +253,15 @@ impl Reporter {
     }
 
     /// Waits up to `wait` for the latest state to go out, then stops the thread. Called
-    /// before the machine reboots or powers off.
+    /// before the machine reboots or powers off. A server that has not answered a
+    /// single PUT yet gets no wait: the install does not pay for a dead status server.
     pub fn finish(&self, wait: Duration) {
         if self.url.is_none() {
+            return;
+        }
+        if *lock(&self.shared.sent) == 0 {
+            self.shared.stop.store(true, Ordering::Relaxed);
+            self.shared.wake.notify_all();
             return;
         }
         let want = {
