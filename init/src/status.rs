@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often the document goes out while the image is downloading.
 pub const DOWNLOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the final report waits for a server that has not answered yet.
+pub const FIRST_ANSWER_GRACE: Duration = Duration::from_millis(500);
 /// Timeout of one PUT: a dead status server costs the reporter thread this, never the
 /// install.
 pub const PUT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -254,16 +256,16 @@ impl Reporter {
 
     /// Waits up to `wait` for the latest state to go out, then stops the thread. Called
     /// before the machine reboots or powers off. A server that has not answered a
-    /// single PUT yet gets no wait: the install does not pay for a dead status server.
+    /// single PUT yet gets only [`FIRST_ANSWER_GRACE`] (its first PUT may still be on
+    /// the way): the install does not pay seconds for a dead status server.
     pub fn finish(&self, wait: Duration) {
         if self.url.is_none() {
             return;
         }
-        if *lock(&self.shared.sent) == 0 {
-            self.shared.stop.store(true, Ordering::Relaxed);
-            self.shared.wake.notify_all();
-            return;
-        }
+        let wait = match *lock(&self.shared.sent) {
+            0 => wait.min(FIRST_ANSWER_GRACE),
+            _ => wait,
+        };
         let want = {
             let d = lock(&self.shared.doc);
             d.updated_at.max(1)
