@@ -437,8 +437,9 @@ fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
 
 /// Whether the medium mounted at `root` is this boot's: its media-id, then its answers
 /// file merged at its rank (it may name the disk, or even the image), then the image
-/// and its sidecar. A bad answers file on the right medium stops the install.
-fn judge_medium(
+/// and its sidecar. A bad answers file on the right medium stops the install. Host mode
+/// (`ze-init install --media DIR`) judges its directory with it too.
+pub fn judge_medium(
     c: &Configured,
     root: &Path,
     label: &str,
