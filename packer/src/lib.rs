@@ -4,5 +4,6 @@
 #![deny(unsafe_code)]
 
 pub mod initrd;
+pub mod iso;
 pub mod kmod;
 pub mod newc;
