@@ -5,10 +5,12 @@
 #![deny(unsafe_code)]
 
 pub mod artifacts;
+pub mod exfat;
 pub mod fixture;
 pub mod kbuild;
 pub mod kconfig;
 pub mod kernel;
+pub mod media;
 pub mod netns;
 pub mod prereq;
 pub mod qemu;

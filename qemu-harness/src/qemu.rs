@@ -15,6 +15,8 @@ pub enum DriveKind {
     Cdrom,
     /// IDE hard disk (`/dev/sdX` through libata).
     Ide,
+    /// A USB stick (usb-storage on an xHCI controller, `/dev/sdX`, removable).
+    Usb,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,31 @@ impl Nic {
     }
 }
 
+/// Firmware that boots the guest from its drives instead of QEMU's `-kernel`.
+#[derive(Debug, Clone)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default, in `-boot order=` (`d` CD-ROM, `c` first disk).
+    Bios { order: String },
+    /// OVMF (UEFI, Debian's `ovmf`): the code read-only and a private copy of the
+    /// variable store, so runs never share NVRAM.
+    Ovmf { code: PathBuf, vars: PathBuf },
+}
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+impl Firmware {
+    /// OVMF with a fresh copy of its variable store in `dir`.
+    pub fn ovmf(dir: &Path) -> Result<Firmware> {
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+        Ok(Firmware::Ovmf {
+            code: OVMF_CODE.into(),
+            vars,
+        })
+    }
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct Vm {
@@ -54,6 +81,8 @@ pub struct Vm {
     pub drives: Vec<Drive>,
     pub nics: Vec<Nic>,
     pub extra: Vec<String>,
+    /// Boot through firmware from the drives; `kernel`, `initrd` and `append` unused.
+    pub firmware: Option<Firmware>,
 }
 
 impl Vm {
@@ -67,6 +96,15 @@ impl Vm {
             drives: Vec::new(),
             nics: Vec::new(),
             extra: Vec::new(),
+            firmware: None,
+        }
+    }
+
+    /// A guest that boots through `firmware` from its drives (an installer ISO's GRUB).
+    pub fn from_firmware(firmware: Firmware) -> Vm {
+        Vm {
+            firmware: Some(firmware),
+            ..Vm::new(Path::new(""), Path::new(""), "")
         }
     }
 
@@ -95,13 +133,27 @@ impl Vm {
             "-no-reboot".into(),
             "-monitor".into(),
             "none".into(),
-            "-kernel".into(),
-            self.kernel.display().to_string(),
-            "-initrd".into(),
-            self.initrd.display().to_string(),
-            "-append".into(),
-            self.append.clone(),
         ];
+        match &self.firmware {
+            None => a.extend([
+                "-kernel".into(),
+                self.kernel.display().to_string(),
+                "-initrd".into(),
+                self.initrd.display().to_string(),
+                "-append".into(),
+                self.append.clone(),
+            ]),
+            Some(Firmware::Bios { order }) => a.extend(["-boot".into(), format!("order={order}")]),
+            Some(Firmware::Ovmf { code, vars }) => a.extend([
+                "-drive".into(),
+                format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]),
+        }
         for i in 0..self.serials {
             a.push("-serial".into());
             a.push(format!(
@@ -124,6 +176,16 @@ impl Vm {
                 DriveKind::Ide => {
                     a.push("-drive".into());
                     a.push(format!("file={path},format=raw,if=ide,id=d{i}{ro}"));
+                }
+                DriveKind::Usb => {
+                    if !a.iter().any(|x| x == "qemu-xhci,id=xhci") {
+                        a.push("-device".into());
+                        a.push("qemu-xhci,id=xhci".into());
+                    }
+                    a.push("-drive".into());
+                    a.push(format!("file={path},format=raw,if=none,id=d{i}{ro}"));
+                    a.push("-device".into());
+                    a.push(format!("usb-storage,bus=xhci.0,drive=d{i},removable=on"));
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! [`MEDIA_WAIT`] because USB storage and SCSI CD-ROMs appear asynchronously.
 //!
 //! Each round:
-//! 1. every device not looked at yet (or whose size or `dev` changed: a CD tray that got
-//!    a disc) is probed by signature; an iso9660 filesystem is mounted read-only at a
+//! 1. every device not looked at yet (or whose size or `dev` changed, or that could not
+//!    be read: a CD tray that got a disc) is probed by signature; an iso9660 filesystem is mounted read-only at a
 //!    private mount point and judged;
 //! 2. every FAT/exFAT filesystem of the round is mounted and its `*.iso` and `*/*.iso`
 //!    files are judged through read-only loop devices (Ventoy, [`super::ventoy`]).
@@ -358,7 +358,13 @@ pub fn find<T>(
             let sig = match ops.read_head(&device) {
                 Ok(h) => probe::identify(&h),
                 Err(e) => {
-                    Looked::note(&mut looked, &label, Rejection::Unreadable(e.to_string()));
+                    // An empty CD-ROM tray (ENOMEDIUM) or a device still settling: read
+                    // it again next round, but say so only once.
+                    seen.remove(&p.name);
+                    let why = Rejection::Unreadable(e.to_string());
+                    if !looked.iter().any(|l| l.what == label && l.why == why) {
+                        Looked::note(&mut looked, &label, why);
+                    }
                     continue;
                 }
             };

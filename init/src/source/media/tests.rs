@@ -552,3 +552,29 @@ fn a_fatal_from_the_judge_stops_the_scan() {
     // The medium was let go; sr1 was never looked at.
     assert_eq!(fake.entries(), ["mount sr0 iso9660", "unmount sr0"]);
 }
+
+#[test]
+fn an_unreadable_drive_is_read_again_each_round_and_reported_once() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::new(t.path());
+    // An empty tray reads as ENOMEDIUM; here the node is missing until the disc is in.
+    fx.add(Disk::new("sr0", Bus::Sata, 1024 * MIB));
+    let tree = t.path().join("cd");
+    medium(&tree, ID, IMG);
+    let mut fake = Fake::new(&fx.dev);
+    fake.trees.insert(fx.dev.join("sr0"), tree);
+    let mut clock = Virtual::new();
+    clock.hook = Box::new(|now| {
+        if now == Duration::from_secs(3) {
+            node(&fx, "sr0", Signature::Iso9660);
+        }
+    });
+    let found = find_with(&fx, &mut fake, &mut clock).unwrap();
+    assert_eq!(found.medium.label, "/dev/sr0");
+    let w = whys(&found.looked);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("/dev/sr0: cannot read it: No such file or directory"),
+        "{w:?}"
+    );
+}
