@@ -17,6 +17,14 @@ pkgs=(
     time              # make bench: peak RSS with /usr/bin/time -v
     dnsmasq-base      # DHCP server for the netns tests; -base ships no system service
     isc-dhcp-server   # a second, independent DHCP server implementation for the netns tests
+    # ze-pack iso and the ISO scenarios (docs/iso.md):
+    xorriso           # writes the hybrid ISO; the tests read it back
+    grub-common       # grub-mkimage builds the BIOS and UEFI GRUB images
+    grub-pc-bin       # GRUB's i386-pc modules, cdboot and the hybrid MBR (BIOS boot)
+    grub-efi-amd64-bin # GRUB's x86_64-efi modules (BOOTX64.EFI)
+    mtools            # writes the EFI system partition and the FAT test disks unmounted
+    exfatprogs        # mkfs.exfat and fsck.exfat for the exFAT (Ventoy) test disks
+    ovmf              # UEFI firmware for the OVMF boot scenario
     # The custom kernel (make kernel, kernel-check):
     linux-source-6.1  # its source, /usr/src/linux-source-6.1.tar.xz
     xz-utils          # unpacks that tarball

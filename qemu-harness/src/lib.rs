@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod artifacts;
+pub mod bench_iso;
 pub mod exfat;
 pub mod fixture;
 pub mod kbuild;

@@ -21,7 +21,6 @@ use super::probe::{self, Signature};
 use super::ventoy;
 use crate::boot::Fatal;
 use crate::sys::mount::FsType;
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -339,16 +338,20 @@ pub fn find<T>(
     judge: &mut dyn FnMut(&Path, &str) -> Result<T, Judged>,
 ) -> Result<Found<T>, FindError> {
     let start = clock.elapsed();
-    let mut seen: HashMap<String, (String, u64)> = HashMap::new();
+    // (name, dev, size) of every device looked at: a few dozen, a Vec will do.
+    let mut seen: Vec<(String, String, u64)> = Vec::new();
     let mut looked: Vec<Looked> = Vec::new();
     loop {
         let mut fat = Vec::new();
         for p in places(sys_root) {
-            let key = (p.dev.clone(), p.size);
-            if seen.get(&p.name) == Some(&key) {
+            if seen
+                .iter()
+                .any(|(n, d, z)| *n == p.name && *d == p.dev && *z == p.size)
+            {
                 continue;
             }
-            seen.insert(p.name.clone(), key);
+            seen.retain(|(n, _, _)| *n != p.name);
+            seen.push((p.name.clone(), p.dev.clone(), p.size));
             let device = dev_root.join(&p.name);
             let label = format!("/dev/{}", p.name);
             if p.size == 0 {
@@ -360,7 +363,7 @@ pub fn find<T>(
                 Err(e) => {
                     // An empty CD-ROM tray (ENOMEDIUM) or a device still settling: read
                     // it again next round, but say so only once.
-                    seen.remove(&p.name);
+                    seen.retain(|(n, _, _)| *n != p.name);
                     let why = Rejection::Unreadable(e.to_string());
                     if !looked.iter().any(|l| l.what == label && l.why == why) {
                         Looked::note(&mut looked, &label, why);

@@ -5,6 +5,7 @@
 use super::*;
 use crate::disk::fixture::{Bus, Disk, Fixture};
 use crate::source::iso::{self, testing::medium};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const ID: &str = "0123456789abcdef0123456789abcdef";
