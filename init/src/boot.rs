@@ -354,6 +354,7 @@ fn http_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
 /// disk with the medium excluded, write the image in one verified pass, power off.
 fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
     use crate::source::media::{self, FindError, KernelOps, RealClock};
+    skip_url_answers(c)?;
     let media_id = c
         .parsed
         .config
@@ -433,6 +434,20 @@ fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
     }
     // Never reboot with the medium still in: the firmware would boot it again.
     Ok(Finish::PowerOff)
+}
+
+/// An ISO install has no network: a `kldload.answers` file is not fetched, and the
+/// configuration is settled (and checked) without it. Host mode shares it.
+pub fn skip_url_answers(c: &mut Configured) -> Result<(), Fatal> {
+    if !c.builder.url_answers_pending() {
+        return Ok(());
+    }
+    log::warn!(
+        "kldload.answers is not fetched by an ISO install (no network); put the file on the medium (ze-pack iso --answers)"
+    );
+    let parsed = c.builder.no_url_answers().map_err(config_fatal)?;
+    c.update(parsed);
+    Ok(())
 }
 
 /// Whether the medium mounted at `root` is this boot's: its media-id, then its answers
@@ -586,6 +601,22 @@ mod tests {
                 e.answers.display()
             )
         );
+    }
+
+    #[test]
+    fn an_iso_install_settles_without_the_answers_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut c = configure(&env(
+            dir.path(),
+            &format!("ze.source=iso ze.media-id={id} kldload.answers=http://10.0.0.1/a.env"),
+            None,
+        ))
+        .unwrap();
+        assert!(c.builder.url_answers_pending());
+        skip_url_answers(&mut c).unwrap();
+        assert!(!c.builder.url_answers_pending());
+        assert_eq!(c.parsed.config.media_id.as_deref(), Some(id));
     }
 
     #[test]

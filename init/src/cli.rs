@@ -296,6 +296,7 @@ fn install_from_media(
             "host mode with ze.source=iso needs --media DIR (the root of a mounted or extracted install medium)",
         )
     })?;
+    boot::skip_url_answers(c)?;
     let media_id = c
         .parsed
         .config
