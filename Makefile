@@ -9,7 +9,7 @@ PACK := target/release/ze-pack
 HARNESS := target/release/ze-harness
 BUILD := build
 
-.PHONY: deps build harness initrd kernel kernel-check demo test unit root e2e lint fmt bench sizes fuzz clean
+.PHONY: deps build harness initrd iso kernel kernel-check demo test unit root e2e lint fmt bench sizes fuzz clean
 
 deps:
 	@scripts/deps.sh
@@ -26,6 +26,13 @@ initrd: build
 	  $(PACK) initrd --init $(INIT) --modules "$$MODULES" --profile qemu --out $(BUILD)/initrd.img.gz && \
 	  cp "$$KERNEL" $(BUILD)/vmlinuz
 	$(PACK) initrd --init $(INIT) --profile none --out $(BUILD)/initrd-nomod.img.gz
+
+# build/ze-install.iso: the stock kernel and initrd with IMAGE (raw or .gz) for USB, CD
+# and Ventoy installs (docs/iso.md). ISO_ARGS passes more, e.g. --target /dev/sda.
+iso: initrd
+	@test -n "$(IMAGE)" || { echo "make iso IMAGE=path/to/appliance.img [ISO_ARGS=...]" >&2; exit 2; }
+	$(PACK) iso --kernel $(BUILD)/vmlinuz --initrd $(BUILD)/initrd.img.gz --image $(IMAGE) \
+	  --out $(BUILD)/ze-install.iso $(ISO_ARGS)
 
 # The harness alone, for the kernel targets.
 harness: deps
@@ -60,10 +67,9 @@ unit: deps
 root: deps
 	$(CARGO) test -p ze-init -- --ignored
 
-# The QEMU (and, as later issues land, root) tiers. Under CI=true a missing
-# prerequisite fails these tests instead of skipping them.
-# The qemu-profile kernel is built first (cached) so its four minutes show up here and
-# not inside a test's timeout.
+# The QEMU, network-namespace and PXE tiers. Under CI=true a missing prerequisite fails
+# these tests instead of skipping them. The qemu-profile kernel is built first (cached)
+# so its minutes show up here and not inside a test's timeout.
 e2e: build
 	$(HARNESS) kernel-build qemu
 	$(CARGO) test -p qemu-harness -- --ignored --test-threads=2

@@ -22,7 +22,14 @@ pkgs=(
     # `ipxe` package via apt-get download into the cache, see qemu-harness/src/pxe.rs):
     nginx-light       # serves the ze-pack pxe tree with its generated nginx.conf
     ipxe-qemu         # the iPXE option ROMs QEMU's NICs net-boot with (-boot n)
-    ovmf              # UEFI firmware: its own PXE client starts the TFTP chainload
+    ovmf              # UEFI firmware: its own PXE client (TFTP chainload) and the OVMF ISO boot
+    # ze-pack iso and the ISO scenarios (docs/iso.md):
+    xorriso           # writes the hybrid ISO; the tests read it back
+    grub-common       # grub-mkimage builds the BIOS and UEFI GRUB images
+    grub-pc-bin       # GRUB's i386-pc modules, cdboot and the hybrid MBR (BIOS boot)
+    grub-efi-amd64-bin # GRUB's x86_64-efi modules (BOOTX64.EFI)
+    mtools            # writes the EFI system partition and the FAT test disks unmounted
+    exfatprogs        # mkfs.exfat and fsck.exfat for the exFAT (Ventoy) test disks
     # The custom kernel (make kernel, kernel-check):
     linux-source-6.1  # its source, /usr/src/linux-source-6.1.tar.xz
     xz-utils          # unpacks that tarball

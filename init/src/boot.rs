@@ -267,10 +267,7 @@ pub fn run(env: &Env) -> Result<Finish, Fatal> {
     print_inventory(env, &configured.parsed);
     match configured.parsed.config.source {
         Source::Http => http_install(env, &mut configured),
-        Source::Iso => Err(Fatal::new(
-            "config",
-            "ze.source=iso: this build has no ISO source yet",
-        )),
+        Source::Iso => iso_install(env, &mut configured),
     }
 }
 
@@ -395,6 +392,132 @@ fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Res
     report.done(&done);
     Ok(Finish::Reboot)
 }
+
+// --- ISO install (docs/iso.md) ---
+
+/// The ISO/USB/Ventoy install: find the medium (and merge its answers file), decide the
+/// disk with the medium excluded, write the image in one verified pass, power off.
+fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
+    use crate::source::media::{self, FindError, KernelOps, RealClock};
+    skip_url_answers(c)?;
+    let media_id = c
+        .parsed
+        .config
+        .media_id
+        .clone()
+        .ok_or_else(|| Fatal::new("config", "ze.media-id: is required when ze.source=iso"))?;
+    log::info!(
+        "media: looking for ze.media-id={media_id} on every disk, partition and CD-ROM (up to {} s)",
+        media::MEDIA_WAIT.as_secs()
+    );
+    let mut ops = KernelOps {
+        dev_root: &env.dev_root,
+        run_root: &env.run_root,
+    };
+    let before = c.clone();
+    let found = media::find(
+        &env.sys_root,
+        &env.dev_root,
+        &media_id,
+        &mut ops,
+        &mut RealClock::start(),
+        media::MEDIA_WAIT,
+        &mut |root, label| judge_medium(&before, root, label, &media_id),
+    )
+    .map_err(|e| match e {
+        FindError::Fatal(f) => f,
+        other => Fatal::new("media", other),
+    })?;
+    let (configured, contents) = found.value.clone();
+    *c = configured;
+    let cfg = c.parsed.config.clone();
+    log::info!(
+        "media: {} holds {} ({} stored, {}), sha256 {} from its sidecar",
+        found.medium.label,
+        contents.name,
+        disk::human_size(contents.stored_bytes),
+        contents
+            .image_bytes
+            .map(|n| format!("{} written", disk::human_size(n)))
+            .unwrap_or_else(|| "written size unknown".into()),
+        contents.sha256
+    );
+
+    let decision = disk::plan(
+        disk::Roots::from(env),
+        disk::Request {
+            mode: disk::Mode::Iso,
+            target: cfg.target.as_deref(),
+            exclude: &found.medium.exclude,
+        },
+    );
+    for line in decision.log_lines() {
+        log::info!("{line}");
+    }
+    let disk = decision.into_target().map_err(|e| Fatal::new("disk", e))?;
+    if let Some(n) = contents.image_bytes {
+        disk::check_fits(&disk, n).map_err(|e| Fatal::new("disk", e))?;
+    }
+    let target = env.dev_root.join(&disk.name);
+    let expected = install::media_digest(&cfg, &contents);
+    if cfg.dry_run {
+        log::info!(
+            "dry run: would write {} from {} to {}; nothing written",
+            contents.name,
+            found.medium.label,
+            target.display()
+        );
+        logger::marker("READY");
+        return Ok(Finish::PowerOff);
+    }
+    let progress = write::Progress::new();
+    let (outcome, written) = install::write_from_media(&contents, &target, expected, &progress)?;
+    drop(written);
+    logger::marker(&install::done_line(&cfg.image, &outcome));
+    for e in found.release() {
+        log::warn!("media: {e}");
+    }
+    // Never reboot with the medium still in: the firmware would boot it again.
+    Ok(Finish::PowerOff)
+}
+
+/// An ISO install has no network: a `kldload.answers` file is not fetched, and the
+/// configuration is settled (and checked) without it. Host mode shares it.
+pub fn skip_url_answers(c: &mut Configured) -> Result<(), Fatal> {
+    if !c.builder.url_answers_pending() {
+        return Ok(());
+    }
+    log::warn!(
+        "kldload.answers is not fetched by an ISO install (no network); put the file on the medium (ze-pack iso --answers)"
+    );
+    let parsed = c.builder.no_url_answers().map_err(config_fatal)?;
+    c.update(parsed);
+    Ok(())
+}
+
+/// Whether the medium mounted at `root` is this boot's: its media-id, then its answers
+/// file merged at its rank (it may name the disk, or even the image), then the image
+/// and its sidecar. A bad answers file on the right medium stops the install. Host mode
+/// (`ze-init install --media DIR`) judges its directory with it too.
+pub fn judge_medium(
+    c: &Configured,
+    root: &Path,
+    label: &str,
+    media_id: &str,
+) -> Result<(Configured, crate::source::iso::Contents), crate::source::media::Judged> {
+    use crate::source::{iso, media::Judged};
+    iso::identify(root, media_id)?;
+    let mut merged = c.clone();
+    if let Some(bytes) = iso::answers(root)? {
+        merged
+            .merge_iso_answers(&format!("{} on {label}", answers::ISO_PATH), &bytes)
+            .map_err(Judged::Fatal)?;
+    }
+    let contents = iso::contents(root, &merged.parsed.config.image)?;
+    Ok((merged, contents))
+}
+
+// --- end ISO install ---
 
 /// The network stage; the DHCP lease (if any) stays alive while the keeper lives.
 fn network(
@@ -523,6 +646,22 @@ mod tests {
                 e.answers.display()
             )
         );
+    }
+
+    #[test]
+    fn an_iso_install_settles_without_the_answers_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut c = configure(&env(
+            dir.path(),
+            &format!("ze.source=iso ze.media-id={id} kldload.answers=http://10.0.0.1/a.env"),
+            None,
+        ))
+        .unwrap();
+        assert!(c.builder.url_answers_pending());
+        skip_url_answers(&mut c).unwrap();
+        assert!(!c.builder.url_answers_pending());
+        assert_eq!(c.parsed.config.media_id.as_deref(), Some(id));
     }
 
     #[test]

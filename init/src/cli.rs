@@ -4,6 +4,7 @@
 //! ```text
 //! ze-init plan [--cmdline "…"] [--<key> VALUE]… [--answers FILE] [--sys-root DIR] [--dev-root DIR] [--proc-root DIR]
 //! ze-init install --cmdline "…" --target PATH [--no-database]
+//! ze-init install --cmdline "ze.source=iso ze.media-id=… ze.image=…" --media DIR --target PATH
 //! ze-init net --cmdline "…" [--interfaces IF,IF…]
 //! ze-init dhcp --interface IF [--hostname H] [--timeout SECS] [--no-rapid-commit] [--hold SECS]
 //! ```
@@ -24,7 +25,8 @@ const USAGE: &str = "usage: ze-init <command> [options]
 
 commands:
   plan      print the parsed configuration and the disk decision as JSON; writes nothing
-  install   download the image and write it to --target (no reboot)
+  install   download the image (or, with ze.source=iso, read it from --media) and
+            write it to --target (no reboot, no power-off)
   net       run the network stage (links, DHCP or static, probe) and print the choice
             as JSON; meant for a network namespace
   dhcp      run DHCP on one interface and print the lease as JSON; configures nothing
@@ -42,6 +44,8 @@ options:
   --target PATH        install: the block device or file to write (a missing file is
                        created; ze.target's rules do not apply); other commands: ze.target
   --no-database        install: write the image only (no database fetch or injection)
+  --media DIR          install with ze.source=iso: the root of a mounted or extracted
+                       install medium (it must hold /ze-install/…); checked as at boot
   --interfaces A,B     net: use exactly these interfaces, whatever their kind (veth in
                        a test namespace); default: ethernet hardware, or ze.mac's
 ";
@@ -59,6 +63,8 @@ pub struct Args {
     /// install: skip fetching and injecting the database (an image without partition 4,
     /// benchmarks).
     pub no_database: bool,
+    /// install with ze.source=iso: the medium's root directory.
+    pub media: Option<PathBuf>,
     /// net: exactly these interfaces.
     pub interfaces: Option<Vec<String>>,
 }
@@ -73,6 +79,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
     let mut target = None;
     let mut answers = None;
     let mut no_database = false;
+    let mut media = None;
     let mut interfaces = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -96,6 +103,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
             }
             Long("answers") => answers = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("no-database") => no_database = true,
+            Long("media") => media = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("interfaces") => {
                 let v = p
                     .value()
@@ -136,6 +144,7 @@ pub fn parse_args(argv: Vec<OsString>) -> Result<Args, String> {
         env,
         target,
         no_database,
+        media,
         interfaces,
     })
 }
@@ -224,18 +233,23 @@ fn plan(args: &Args) -> Result<(), Fatal> {
 }
 
 fn install(args: &Args) -> Result<(), Fatal> {
-    let parsed = configure(args)?.parsed;
-    let cfg = &parsed.config;
+    let mut configured = configure(args)?;
     let target = args
         .target
         .as_deref()
         .ok_or_else(|| Fatal::new("disk", "host mode needs --target PATH"))?;
-    if cfg.source != config::Source::Http {
-        return Err(Fatal::new(
-            "config",
-            "ze.source: host-mode install supports http only",
-        ));
+    match (configured.parsed.config.source, &args.media) {
+        (config::Source::Iso, _) => return install_from_media(args, &mut configured, target),
+        (config::Source::Http, Some(_)) => {
+            return Err(Fatal::new(
+                "config",
+                "--media: reading the image from a medium needs ze.source=iso",
+            ));
+        }
+        (config::Source::Http, None) => {}
     }
+    let parsed = configured.parsed;
+    let cfg = &parsed.config;
     if cfg.server.is_none() {
         // Only possible while a kldload.answers file could still supply ZE_SERVER.
         return Err(Fatal::new(
@@ -304,6 +318,45 @@ fn host_install(
     let done = install::done_line(&cfg.image, &outcome);
     logger::marker(&done);
     report.done(&done);
+    Ok(())
+}
+
+/// `ze-init install` with `ze.source=iso`: the medium is a directory (a mounted or
+/// extracted ISO). It is checked exactly as at boot — media-id, answers file, manifest,
+/// image, sidecar — and written in the same single pass; no scan, nothing to exclude.
+fn install_from_media(
+    args: &Args,
+    c: &mut boot::Configured,
+    target: &std::path::Path,
+) -> Result<(), Fatal> {
+    use crate::install;
+    use crate::source::media::Judged;
+    let media = args.media.as_deref().ok_or_else(|| {
+        Fatal::new(
+            "media",
+            "host mode with ze.source=iso needs --media DIR (the root of a mounted or extracted install medium)",
+        )
+    })?;
+    boot::skip_url_answers(c)?;
+    let media_id = c
+        .parsed
+        .config
+        .media_id
+        .clone()
+        .ok_or_else(|| Fatal::new("config", "ze.media-id: is required when ze.source=iso"))?;
+    let label = media.display().to_string();
+    let (merged, contents) =
+        boot::judge_medium(c, media, &label, &media_id).map_err(|j| match j {
+            Judged::Rejected(r) => Fatal::new("media", format!("{label}: {r}")),
+            Judged::Fatal(f) => f,
+        })?;
+    *c = merged;
+    let cfg = &c.parsed.config;
+    let expected = install::media_digest(cfg, &contents);
+    let progress = crate::write::Progress::new();
+    let (outcome, written) = install::write_from_media(&contents, target, expected, &progress)?;
+    drop(written);
+    logger::marker(&install::done_line(&cfg.image, &outcome));
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP install after the network is up: checksum, database, image, write. Shared
-//! by PID 1 (`boot.rs`) and host mode (`ze-init install`).
+//! The install once the source is known: for HTTP the checksum, database, image and
+//! write; for ISO media the digest and the single-pass write from the medium. Shared by
+//! PID 1 (`boot.rs`) and host mode (`ze-init install`).
 
 use crate::boot::Fatal;
 use crate::config::Config;
@@ -151,6 +152,64 @@ fn source_message(e: std::io::Error) -> String {
         Some(h) => h.to_string(),
         None => e.to_string(),
     }
+}
+
+/// The digest an ISO install verifies against: `ze.sha256` when given (it overrides the
+/// sidecar, SPEC "Kernel command line"), else the medium's mandatory sidecar.
+pub fn media_digest(cfg: &Config, contents: &crate::source::iso::Contents) -> String {
+    match &cfg.sha256 {
+        Some(d) if *d != contents.sha256 => {
+            log::warn!(
+                "checksum from ze.sha256 ({d}) overrides the sidecar on the medium ({})",
+                contents.sha256
+            );
+            d.clone()
+        }
+        Some(d) => d.clone(),
+        None => contents.sha256.clone(),
+    }
+}
+
+/// Writes the image file of an ISO medium to `target_path` in one pass over the file:
+/// the pipeline hashes the stored bytes while it decompresses and writes, first MiB
+/// last (the seed's installer read the medium twice: hash, then write). Failures name
+/// their stage: `media` (reading the medium), `write`, `verify`.
+pub fn write_from_media(
+    contents: &crate::source::iso::Contents,
+    target_path: &Path,
+    expected: String,
+    progress: &Progress,
+) -> Result<(Outcome, Target), Fatal> {
+    let path = &contents.image;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Fatal::new("media", format!("opening {}: {e}", path.display())))?;
+    // Twice the readahead window: the medium is read front to back exactly once.
+    if let Err(e) = nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    ) {
+        log::debug!("posix_fadvise {}: {e}", path.display());
+    }
+    let mut target = open_target(target_path, Some(contents.stored_bytes))?;
+    progress.set_total(Some(contents.stored_bytes));
+    let opts = Options {
+        expected_sha256: Some(expected),
+        label: contents.name.clone(),
+        // A file does not restart; a read error is final.
+        max_restarts: 0,
+        ..Options::default()
+    };
+    let outcome =
+        write::write_image(&mut file, &mut target, &opts, progress).map_err(|e| match e {
+            WriteError::Source(io) => {
+                Fatal::new("media", format!("reading {}: {io}", path.display()))
+            }
+            WriteError::Digest { .. } => Fatal::new("verify", e),
+            other => Fatal::new("write", other),
+        })?;
+    Ok((outcome, target))
 }
 
 /// After a failure past the write (injection): makes the target unbootable again by

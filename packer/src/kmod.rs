@@ -211,6 +211,8 @@ pub fn profile(name: &str) -> Result<(Vec<&'static str>, Vec<&'static str>)> {
         "ext4",
         "isofs",
         "vfat",
+        // Debian's FAT_DEFAULT_IOCHARSET is "ascii": vfat refuses to mount without it.
+        "nls_ascii",
         "nls_cp437",
         "nls_iso8859_1",
         "nls_utf8",

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod initrd;
+pub mod iso;
 pub mod kmod;
 pub mod newc;
 pub mod pxe;

@@ -11,7 +11,7 @@ use ze_pack::pxe;
 #[command(
     name = "ze-pack",
     version,
-    about = "Builds the ze installer initrd and PXE trees"
+    about = "Builds the ze installer initrd, PXE trees and ISOs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,6 +47,49 @@ enum Command {
     /// Write a static PXE tree (kernel, initrd, boot.ipxe, images with sidecars,
     /// database, iPXE binaries) with dnsmasq.conf and nginx.conf for it (docs/pxe.md).
     Pxe(PxeArgs),
+    // --- ze-pack iso (docs/iso.md) ---
+    /// Write a hybrid BIOS/UEFI installer ISO holding the kernel, initrd and image.
+    Iso {
+        /// The installer kernel (bzImage).
+        #[arg(long, required_unless_present = "check")]
+        kernel: Option<PathBuf>,
+        /// The installer initrd (ze-pack initrd).
+        #[arg(long, required_unless_present = "check")]
+        initrd: Option<PathBuf>,
+        /// The appliance image, raw (gzip-compressed here) or *.gz.
+        #[arg(long, required_unless_present = "check")]
+        image: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, short, required_unless_present = "check")]
+        out: Option<PathBuf>,
+        /// 32 lowercase hex identifying this medium (default: freshly generated).
+        #[arg(long)]
+        media_id: Option<String>,
+        /// Whole-disk target for ze.target (needed when the machine has several disks).
+        #[arg(long)]
+        target: Option<String>,
+        /// Extra kernel parameters (repeatable; split at spaces).
+        #[arg(long)]
+        cmdline: Vec<String>,
+        /// console= values in order, replacing the default tty0 and ttyS0,115200.
+        #[arg(long = "console")]
+        consoles: Vec<String>,
+        /// kldload answers file, put at /ze-install/autoinstall.env.
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// Seconds the boot menu waits.
+        #[arg(long, default_value_t = 5)]
+        timeout: u32,
+        /// ISO volume id.
+        #[arg(long, default_value = "ZE_INSTALL")]
+        volume_id: String,
+        /// GRUB's platform directories (Debian: /usr/lib/grub).
+        #[arg(long, default_value = "/usr/lib/grub")]
+        grub_dir: PathBuf,
+        /// Check the prerequisites and inputs, name each missing one, build nothing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -94,8 +137,87 @@ struct PxeArgs {
     copy: bool,
 }
 
+/// `ze-pack iso --check`: one line per prerequisite or input that is missing.
+fn iso_check(spec: &ze_pack::iso::Spec) -> Result<()> {
+    let missing = ze_pack::iso::check(spec);
+    if missing.is_empty() {
+        eprintln!("ze-pack iso --check: everything needed is present");
+        return Ok(());
+    }
+    for m in &missing {
+        eprintln!("ze-pack iso --check: missing: {m}");
+    }
+    anyhow::bail!(
+        "{} prerequisites missing (make deps installs the tools)",
+        missing.len()
+    )
+}
+// --- end ze-pack iso ---
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Iso {
+            kernel,
+            initrd,
+            image,
+            out,
+            media_id,
+            target,
+            cmdline,
+            consoles,
+            answers,
+            timeout,
+            volume_id,
+            grub_dir,
+            check,
+        } => {
+            let spec = ze_pack::iso::Spec {
+                kernel: kernel.unwrap_or_default(),
+                initrd: initrd.unwrap_or_default(),
+                image: image.unwrap_or_default(),
+                out: out.unwrap_or_default(),
+                media_id,
+                target,
+                cmdline,
+                consoles: if consoles.is_empty() {
+                    ze_pack::iso::Spec::default_consoles()
+                } else {
+                    consoles
+                },
+                answers,
+                timeout,
+                volume_id,
+                grub_dir,
+            };
+            if check {
+                return iso_check(&spec);
+            }
+            let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+                Err(_) => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            let b = ze_pack::iso::build(&spec, epoch)?;
+            for w in &b.warnings {
+                eprintln!("ze-pack: warning: the installer will say: {w}");
+            }
+            eprintln!(
+                "ze-pack: wrote {} ({} bytes): media-id {}, image {} ({} bytes stored, {} written, sha256 {})",
+                spec.out.display(),
+                b.iso_bytes,
+                b.media_id,
+                b.image.name,
+                b.image.stored_bytes,
+                b.image.image_bytes,
+                b.image.sha256
+            );
+            eprintln!("ze-pack: kernel command line: {}", b.cmdline);
+            Ok(())
+        }
         Command::Initrd {
             init,
             out,

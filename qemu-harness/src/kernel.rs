@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// A kernel image and the module tree that goes with it.
 #[derive(Debug, Clone)]
@@ -50,10 +50,21 @@ pub fn parse_depends(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The stock kernel, downloaded and unpacked once into the cache.
+/// The stock kernel ([`meta_package`]), downloaded and unpacked once into the cache.
 pub fn stock() -> Result<Kernel> {
-    static K: OnceLock<Result<Kernel, String>> = OnceLock::new();
-    K.get_or_init(|| fetch(&crate::cache_dir().join("kernel")).map_err(|e| format!("{e:#}")))
+    debian(&meta_package())
+}
+
+/// The kernel Debian's metapackage `meta` depends on (`linux-image-amd64` for the
+/// generic flavour, whose modules include USB storage, which the cloud flavour lacks),
+/// downloaded and unpacked once into the cache.
+pub fn debian(meta: &str) -> Result<Kernel> {
+    static K: Mutex<BTreeMap<String, Result<Kernel, String>>> = Mutex::new(BTreeMap::new());
+    let mut got = K.lock().unwrap_or_else(|e| e.into_inner());
+    got.entry(meta.to_string())
+        .or_insert_with(|| {
+            fetch(&crate::cache_dir().join("kernel"), meta).map_err(|e| format!("{e:#}"))
+        })
         .clone()
         .map_err(anyhow::Error::msg)
 }
@@ -81,9 +92,9 @@ pub fn custom(profile: &str) -> Result<Kernel> {
         .map_err(anyhow::Error::msg)
 }
 
-fn fetch(cache: &Path) -> Result<Kernel> {
+fn fetch(cache: &Path, meta: &str) -> Result<Kernel> {
     std::fs::create_dir_all(cache)?;
-    let pkg = resolve_package(&meta_package())?;
+    let pkg = resolve_package(meta)?;
     let dest = cache.join(&pkg);
     // Parallel test processes share the cache: one downloads, the others wait.
     let lock = std::fs::File::create(cache.join(".lock"))?;

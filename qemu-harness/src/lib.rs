@@ -6,10 +6,13 @@
 #![deny(unsafe_code)]
 
 pub mod artifacts;
+pub mod bench_iso;
+pub mod exfat;
 pub mod fixture;
 pub mod kbuild;
 pub mod kconfig;
 pub mod kernel;
+pub mod media;
 pub mod netns;
 pub mod pcap;
 pub mod prereq;

@@ -33,6 +33,8 @@ pub enum DriveKind {
     Cdrom,
     /// IDE hard disk (`/dev/sdX` through libata).
     Ide,
+    /// A USB stick (usb-storage on an xHCI controller, `/dev/sdX`, removable).
+    Usb,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,9 @@ pub enum Boot {
     },
     /// The firmware boots from the network (`-boot n`).
     Network,
+    /// The firmware boots from the drives: SeaBIOS in `-boot order=` (`d` the CD-ROM,
+    /// `c` the first disk); OVMF by its own boot order (an installer ISO's GRUB).
+    Drives { order: String },
 }
 
 /// The guest's firmware.
@@ -140,6 +145,14 @@ impl Vm {
             nics: Vec::new(),
             extra: Vec::new(),
         }
+    }
+
+    /// A guest whose firmware boots from its drives (`order` for SeaBIOS, see
+    /// [`Boot::Drives`]); with [`Firmware::Uefi`] OVMF finds the bootable drive itself.
+    pub fn boot_drives(order: &str) -> Vm {
+        Vm::with_boot(Boot::Drives {
+            order: order.to_string(),
+        })
     }
 
     pub fn firmware(mut self, firmware: Firmware) -> Vm {
@@ -203,6 +216,7 @@ impl Vm {
                 append.clone(),
             ]),
             Boot::Network => a.extend(["-boot".into(), "n".into()]),
+            Boot::Drives { order } => a.extend(["-boot".into(), format!("order={order}")]),
         }
         if self.firmware == Firmware::Uefi {
             a.push("-drive".into());
@@ -245,6 +259,16 @@ impl Vm {
                 DriveKind::Ide => {
                     a.push("-drive".into());
                     a.push(format!("file={path},format=raw,if=ide,id=d{i}{ro}"));
+                }
+                DriveKind::Usb => {
+                    if !a.iter().any(|x| x == "qemu-xhci,id=xhci") {
+                        a.push("-device".into());
+                        a.push("qemu-xhci,id=xhci".into());
+                    }
+                    a.push("-drive".into());
+                    a.push(format!("file={path},format=raw,if=none,id=d{i}{ro}"));
+                    a.push("-device".into());
+                    a.push(format!("usb-storage,bus=xhci.0,drive=d{i},removable=on"));
                 }
             }
         }

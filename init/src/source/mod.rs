@@ -1,7 +1,15 @@
 //! Where image bytes come from. Each source yields a reader of the image as stored (a
 //! gzip image stays compressed: the digest covers the stored bytes).
+//!
+//! - [`http`]: the install server (PXE).
+//! - [`media`]: finding the ISO medium on a disk, partition or CD-ROM ([`iso`] is its
+//!   contract, [`probe`] the signatures, [`ventoy`] ISO files on FAT/exFAT).
 
 pub mod http;
+pub mod iso;
+pub mod media;
+pub mod probe;
+pub mod ventoy;
 
 use std::io;
 

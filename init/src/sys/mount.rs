@@ -84,6 +84,24 @@ impl Mounted {
         self.do_unmount()
     }
 
+    /// Unmounts, retrying EBUSY every 20 ms for up to `limit`. For a FAT partition
+    /// that held an ISO file: the loop device lets go of its backing file when its
+    /// last opener closes, which can trail our LOOP_CLR_FD by a moment.
+    pub fn unmount_waiting(mut self, limit: std::time::Duration) -> Result<(), MountError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.do_unmount() {
+                Err(MountError::Unmount { source, .. })
+                    if source.raw_os_error() == Some(nix::libc::EBUSY)
+                        && started.elapsed() < limit =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn do_unmount(&mut self) -> Result<(), MountError> {
         if !self.mounted {
             return Ok(());
