@@ -181,10 +181,12 @@ pub fn configure_from(answers: Option<(&Path, bool)>, cmdline: &str) -> Result<C
 }
 
 /// Loads the bundled modules the hardware needs. Best effort: the caller only warns.
-pub fn load_modules(env: &Env) -> Result<modules::Report, String> {
+/// Returns the coldplug state, for drivers of devices that appear later (`None`
+/// without a bundle).
+pub fn load_modules(env: &Env) -> Result<Option<modules::Plug>, String> {
     if !env.bundle.exists() {
         log::info!("no bundled modules (kernel with built-in drivers)");
-        return Ok(modules::Report::default());
+        return Ok(None);
     }
     let index = modules::read_index(&env.bundle).map_err(|e| {
         format!(
@@ -200,13 +202,9 @@ pub fn load_modules(env: &Env) -> Result<modules::Report, String> {
         );
     }
     let started = std::time::Instant::now();
-    let report = modules::coldplug(
-        &index,
-        &env.bundle,
-        &env.sys_root,
-        &mut modules::KernelLoader,
-        modules::Settle::default(),
-    );
+    let mut plug = modules::Plug::new(index, &env.bundle, &env.sys_root);
+    plug.coldplug(&mut modules::KernelLoader, modules::Settle::default());
+    let report = &plug.report;
     log::info!(
         "modules: {} loaded, {} failed, {} rounds, {} ms",
         report.loaded.len(),
@@ -214,7 +212,27 @@ pub fn load_modules(env: &Env) -> Result<modules::Report, String> {
         report.rounds,
         started.elapsed().as_millis()
     );
-    Ok(report)
+    Ok(Some(plug))
+}
+
+/// The media scan's clock: between looks it loads the drivers of devices that appeared
+/// since coldplug. A USB stick enumerates a second or more after its host controller's
+/// driver loads, and on a stock kernel its SCSI disk then needs sd_mod.
+struct HotplugClock<'a> {
+    clock: crate::source::media::RealClock,
+    plug: Option<&'a mut modules::Plug>,
+}
+
+impl crate::source::media::Clock for HotplugClock<'_> {
+    fn elapsed(&self) -> Duration {
+        self.clock.elapsed()
+    }
+    fn sleep(&mut self, d: Duration) {
+        self.clock.sleep(d);
+        if let Some(plug) = self.plug.as_deref_mut() {
+            plug.hotplug(&mut modules::KernelLoader);
+        }
+    }
 }
 
 /// Prints what the machine has: disks, interfaces, and the configuration.
@@ -261,13 +279,14 @@ pub enum Finish {
 pub fn run(env: &Env) -> Result<Finish, Fatal> {
     let mut configured = configure(env)?;
     fault::point("config")?;
-    if let Err(e) = load_modules(env) {
+    let mut plug = load_modules(env).unwrap_or_else(|e| {
         log::warn!("loading modules: {e}");
-    }
+        None
+    });
     print_inventory(env, &configured.parsed);
     match configured.parsed.config.source {
         Source::Http => http_install(env, &mut configured),
-        Source::Iso => iso_install(env, &mut configured),
+        Source::Iso => iso_install(env, &mut configured, plug.as_mut()),
     }
 }
 
@@ -397,7 +416,11 @@ fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Res
 
 /// The ISO/USB/Ventoy install: find the medium (and merge its answers file), decide the
 /// disk with the medium excluded, write the image in one verified pass, power off.
-fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
+fn iso_install(
+    env: &Env,
+    c: &mut Configured,
+    plug: Option<&mut modules::Plug>,
+) -> Result<Finish, Fatal> {
     use crate::source::media::{self, FindError, KernelOps, RealClock};
     skip_url_answers(c)?;
     let media_id = c
@@ -420,7 +443,10 @@ fn iso_install(env: &Env, c: &mut Configured) -> Result<Finish, Fatal> {
         &env.dev_root,
         &media_id,
         &mut ops,
-        &mut RealClock::start(),
+        &mut HotplugClock {
+            clock: RealClock::start(),
+            plug,
+        },
         media::MEDIA_WAIT,
         &mut |root, label| judge_medium(&before, root, label, &media_id),
     )

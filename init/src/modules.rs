@@ -152,56 +152,93 @@ pub fn coldplug(
     loader: &mut dyn Loader,
     settle: Settle,
 ) -> Report {
-    let mut state = State {
-        index,
-        bundle,
-        sys_root,
-        loader,
-        done: BTreeMap::new(),
-        report: Report::default(),
-    };
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    for m in index.modules.iter().filter(|m| m.always) {
-        state.load(&m.name, "always");
-    }
-    for round in 0..settle.max_rounds {
-        state.report.rounds = round + 1;
-        let mut aliases = read_modaliases(sys_root);
-        if aliases.is_subset(&seen) {
-            // Nothing new: watch briefly for devices that a driver registers late.
-            let deadline = Instant::now() + settle.quiet;
-            while Instant::now() < deadline && aliases.is_subset(&seen) {
-                std::thread::sleep(settle.poll);
-                aliases = read_modaliases(sys_root);
-            }
-            if aliases.is_subset(&seen) {
-                break;
-            }
-        }
-        for alias in aliases.difference(&seen) {
-            let wanted: Vec<String> = index.matching(alias).map(|m| m.name.clone()).collect();
-            for name in wanted {
-                state.load(&name, alias);
-            }
-        }
-        seen.extend(aliases);
-    }
-    state.report
+    let mut plug = Plug::new(index.clone(), bundle, sys_root);
+    plug.coldplug(loader, settle);
+    plug.report
 }
 
-struct State<'a> {
-    index: &'a Index,
-    bundle: &'a Path,
-    sys_root: &'a Path,
-    loader: &'a mut dyn Loader,
+/// Coldplug state kept after boot, so devices that appear later (a USB stick behind a
+/// hub, a SCSI disk after usb-storage's settle delay) still get their drivers: every
+/// [`Plug::hotplug`] loads what the modaliases that are new since the last look need.
+/// A module is tried once; a failure is reported once.
+pub struct Plug {
+    index: Index,
+    bundle: PathBuf,
+    sys_root: PathBuf,
+    /// Modaliases already matched.
+    seen: BTreeSet<String>,
     /// Module → loaded (true) or failed (false).
     done: BTreeMap<String, bool>,
-    report: Report,
+    pub report: Report,
 }
 
-impl State<'_> {
+impl Plug {
+    pub fn new(index: Index, bundle: &Path, sys_root: &Path) -> Plug {
+        Plug {
+            index,
+            bundle: bundle.to_path_buf(),
+            sys_root: sys_root.to_path_buf(),
+            seen: BTreeSet::new(),
+            done: BTreeMap::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// The boot-time pass: the `always` modules, then rounds of matching until no
+    /// new device shows up (bounded by `settle`).
+    pub fn coldplug(&mut self, loader: &mut dyn Loader, settle: Settle) {
+        let always: Vec<String> = self
+            .index
+            .modules
+            .iter()
+            .filter(|m| m.always)
+            .map(|m| m.name.clone())
+            .collect();
+        for name in always {
+            self.load(loader, &name, "always");
+        }
+        for round in 0..settle.max_rounds {
+            self.report.rounds = round + 1;
+            let mut aliases = read_modaliases(&self.sys_root);
+            if aliases.is_subset(&self.seen) {
+                // Nothing new: watch briefly for devices that a driver registers late.
+                let deadline = Instant::now() + settle.quiet;
+                while Instant::now() < deadline && aliases.is_subset(&self.seen) {
+                    std::thread::sleep(settle.poll);
+                    aliases = read_modaliases(&self.sys_root);
+                }
+                if aliases.is_subset(&self.seen) {
+                    break;
+                }
+            }
+            self.match_new(loader, aliases);
+        }
+    }
+
+    /// One look for devices that appeared since the last: loads what they need and
+    /// returns how many modules that was. Cheap enough to call from a poll loop.
+    pub fn hotplug(&mut self, loader: &mut dyn Loader) -> usize {
+        let before = self.report.loaded.len();
+        let aliases = read_modaliases(&self.sys_root);
+        if !aliases.is_subset(&self.seen) {
+            self.match_new(loader, aliases);
+        }
+        self.report.loaded.len() - before
+    }
+
+    fn match_new(&mut self, loader: &mut dyn Loader, aliases: BTreeSet<String>) {
+        let new: Vec<String> = aliases.difference(&self.seen).cloned().collect();
+        for alias in &new {
+            let wanted: Vec<String> = self.index.matching(alias).map(|m| m.name.clone()).collect();
+            for name in wanted {
+                self.load(loader, &name, alias);
+            }
+        }
+        self.seen.extend(aliases);
+    }
+
     /// Loads `name` after its dependencies. Returns whether it is now in the kernel.
-    fn load(&mut self, name: &str, why: &str) -> bool {
+    fn load(&mut self, loader: &mut dyn Loader, name: &str, why: &str) -> bool {
         if let Some(ok) = self.done.get(name) {
             return *ok;
         }
@@ -219,17 +256,17 @@ impl State<'_> {
         let dep_why = format!("dependency of {name}");
         for dep in m.softdeps.iter() {
             // Soft dependencies are best-effort, like modprobe's.
-            self.load(dep, &dep_why);
+            self.load(loader, dep, &dep_why);
         }
         for dep in m.depends.iter() {
-            if !self.load(dep, &dep_why) {
+            if !self.load(loader, dep, &dep_why) {
                 self.fail(name, format!("dependency {dep} did not load"));
                 return false;
             }
         }
         let path: PathBuf = self.bundle.join(&m.file);
         let started = Instant::now();
-        match self.loader.load(name, &path) {
+        match loader.load(name, &path) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
             Err(e) => {
@@ -463,6 +500,44 @@ mod tests {
             Settle::default(),
         );
         assert_eq!(*log.borrow(), vec!["crc16", "mbcache", "ext4"]);
+    }
+
+    #[test]
+    fn hotplug_loads_drivers_for_devices_that_appear_after_coldplug() {
+        let sys = tempfile::tempdir().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut k = FakeKernel {
+            sys: sys.path().to_path_buf(),
+            log: log.clone(),
+            spawns: vec![],
+            fail: vec!["e1000"],
+        };
+        let mut plug = Plug::new(virtio_index(), Path::new("/b"), sys.path());
+        plug.coldplug(&mut k, Settle::default());
+        assert_eq!(plug.hotplug(&mut k), 0, "nothing new yet");
+        log.borrow_mut().clear();
+        // A virtio disk and a NIC whose driver will not load show up late.
+        add_device(sys.path(), "virtio/virtio1", "virtio:d00000002v00001AF4");
+        add_device(
+            sys.path(),
+            "pci/0000:00:05.0",
+            "pci:v00008086d0000100Esv00008086sd0000001Ebc02sc00i00",
+        );
+        assert_eq!(plug.hotplug(&mut k), 3);
+        assert_eq!(
+            *log.borrow(),
+            vec!["e1000", "virtio", "virtio_ring", "virtio_blk"]
+        );
+        assert!(
+            plug.report
+                .loaded
+                .contains(&("virtio_blk".into(), "virtio:d00000002v00001AF4".into()))
+        );
+        // The next look finds nothing new, and the failed driver is not tried again.
+        assert_eq!(plug.hotplug(&mut k), 0);
+        assert_eq!(log.borrow().len(), 4);
+        let failed: Vec<&str> = plug.report.failed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(failed, ["e1000"]);
     }
 
     #[test]

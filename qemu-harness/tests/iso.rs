@@ -20,6 +20,9 @@ const DIRECT: Duration = Duration::from_secs(180);
 /// Firmware boots add OVMF or SeaBIOS and GRUB reading the kernel from the medium.
 const FIRMWARE: Duration = Duration::from_secs(360);
 const POWER_DOWN: &str = "reboot: Power down";
+/// The recovery console's prompt: an ISO install with no secret configured opens the
+/// menu on a FATAL (nobody is waiting on a network install, somebody is at a USB one).
+const MENU: &str = "choice [1-4]: ";
 
 fn ready() -> bool {
     prereq::require(&[
@@ -114,6 +117,15 @@ fn finish(run: &mut Running, marker: &str, limit: Duration) -> String {
         run.elapsed().as_secs_f64()
     );
     log
+}
+
+/// Waits for the FATAL and the recovery menu that follows it, chooses 4 (power off),
+/// and returns the serial log once QEMU has exited by itself.
+fn fatal_then_power_off(run: &mut Running, limit: Duration) -> String {
+    run.expect(0, "[ze-install] FATAL:", limit).unwrap();
+    run.expect(0, MENU, Duration::from_secs(30)).unwrap();
+    run.send(0, "4\r").unwrap();
+    finish(run, POWER_DOWN, Duration::from_secs(30))
 }
 
 /// A finished install: the DONE line, no FATAL, and the target holds the image.
@@ -360,9 +372,10 @@ fn two_blank_disks_without_a_target_are_refused() {
         .drive(&s.iso, DriveKind::Cdrom)
         .drive(&vda, DriveKind::Virtio)
         .drive(&vdb, DriveKind::Virtio)
+        .interactive_serial(0)
         .start(s.dir.path())
         .unwrap();
-    let log = finish(&mut run, "[ze-install] FATAL:", DIRECT);
+    let log = fatal_then_power_off(&mut run, DIRECT);
     let fatal: Vec<&str> = log.lines().filter(|l| l.contains("FATAL")).collect();
     assert_eq!(
         fatal,
@@ -428,9 +441,10 @@ fn a_corrupt_image_is_a_verify_fatal_and_the_target_does_not_boot() {
     let mut run = direct(&s, "")
         .drive(&s.iso, DriveKind::Cdrom)
         .drive(&vda, DriveKind::Virtio)
+        .interactive_serial(0)
         .start(s.dir.path())
         .unwrap();
-    let log = finish(&mut run, "[ze-install] FATAL:", DIRECT);
+    let log = fatal_then_power_off(&mut run, DIRECT);
     let fatal: Vec<&str> = log.lines().filter(|l| l.contains("FATAL")).collect();
     assert_eq!(fatal.len(), 1, "{log}");
     assert!(
@@ -468,6 +482,9 @@ fn iso_on_a_usb_stick_is_found_after_enumeration() {
         .unwrap();
     let log = finish(&mut run, "[ze-install] DONE image=", DIRECT);
     installed(&s, &vda, &log);
+    // sd_mod matched no device at coldplug (only the CD-ROM's scsi:t-0x05 was there):
+    // the media scan's hotplug loaded it for the stick.
+    has(&log, "module sd_mod loaded");
     has(&log, "media: found the install medium on /dev/sda");
     has(&log, "disk plan: target /dev/vda");
 }
