@@ -195,8 +195,8 @@ fn right_token_diagnostics_then_power_off() {
     assert!(!log.contains(TOKEN), "the token was echoed:\n{log}");
 }
 
-/// Scenario 4: ISO source, no secret: the failure opens the menu with no prompt. (This
-/// build's ISO boot is itself a FATAL; with the ISO source, a missing medium is.)
+/// Scenario 4: ISO source, no secret: the failure (here: no medium with this media-id
+/// after the 30 s scan) opens the menu with no prompt.
 #[test]
 #[ignore = "boots QEMU; run by make test"]
 fn iso_without_a_secret_opens_the_menu() {
