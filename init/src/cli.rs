@@ -427,7 +427,7 @@ options:
   --hold SECS          keep the lease for SECS seconds (renewing as needed) before
                        printing; the JSON then lists the events seen
   --sys-root DIR       sysfs root (default /sys)
-  --dev-root DIR       /dev root, for urandom (default /dev)
+  --dev-root DIR       /dev root, for urandom on kernels before 5.6 (default /dev)
 ";
 
 /// Arguments of `ze-init dhcp`.
@@ -535,7 +535,7 @@ fn dhcp(args: &DhcpArgs) -> Result<serde_json::Value, Fatal> {
     let start = Instant::now();
     let brought_up = crate::sys::packet::set_link_up(&iface.name)
         .map_err(|e| fatal(&format!("{}: bringing the link up: {e}", iface.name)))?;
-    let mut opts = Options::new(Seed::from_urandom(&args.dev_root, iface.mac));
+    let mut opts = Options::new(Seed::from_kernel(&args.dev_root, iface.mac));
     opts.hostname = args.hostname.clone();
     opts.timeout = args.timeout;
     opts.rapid_commit = args.rapid_commit;

@@ -61,7 +61,7 @@ impl Interface {
 }
 
 /// The random inputs of one client: its first transaction id and the seed of the
-/// jitter source. From `/dev/urandom` in real use, fixed in tests.
+/// jitter source. From the kernel's RNG in real use, fixed in tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seed {
     pub xid: u32,
@@ -69,6 +69,25 @@ pub struct Seed {
 }
 
 impl Seed {
+    /// 12 bytes from getrandom(2) with `GRND_INSECURE`, which neither blocks nor waits
+    /// for entropy (reading /dev/urandom delayed the first DISCOVER by a second in early
+    /// boot under QEMU: 6.x kernels run their jitter-entropy loop first). On a kernel
+    /// older than 5.6, which refuses the flag, `<dev_root>/urandom` as below.
+    pub fn from_kernel(dev_root: &Path, mac: Mac) -> Seed {
+        let mut b = [0u8; 12];
+        match crate::sys::random_insecure(&mut b) {
+            Ok(()) => Seed::from_bytes(b),
+            Err(_) => Seed::from_urandom(dev_root, mac),
+        }
+    }
+
+    fn from_bytes(b: [u8; 12]) -> Seed {
+        Seed {
+            xid: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            jitter: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        }
+    }
+
     /// Reads 12 bytes from `<dev_root>/urandom`. It never blocks (unlike getrandom(2)
     /// in early boot on old kernels); if it cannot be read, the MAC and the clock
     /// still make xids differ between machines, which is what they are for.
@@ -90,10 +109,7 @@ impl Seed {
             b[..8].copy_from_slice(&x.to_le_bytes());
             b[8..].copy_from_slice(&(x.rotate_left(29) as u32).to_le_bytes());
         }
-        Seed {
-            xid: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            jitter: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        }
+        Seed::from_bytes(b)
     }
 }
 
@@ -594,6 +610,19 @@ mod tests {
         let a = Seed::from_urandom(none.path(), mac);
         let b = Seed::from_urandom(none.path(), Mac([2, 0, 0, 0, 0, 2]));
         assert_ne!(a.xid, b.xid);
+    }
+
+    #[test]
+    fn kernel_seeds_differ_between_clients() {
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let dev = tempfile::tempdir().unwrap();
+        let seeds: Vec<Seed> = (0..4).map(|_| Seed::from_kernel(dev.path(), mac)).collect();
+        // Four 96-bit draws that are not all distinct would mean no randomness at all.
+        for (i, a) in seeds.iter().enumerate() {
+            for b in &seeds[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl super::stage::Dhcp for RealDhcp {
     ) -> Result<(Assigned, Self::Held), String> {
         use super::dhcp_run::{Interface, Options, Seed, acquire};
         let iface = Interface::from_sysfs(&self.sys_root, &link.name).map_err(|e| e.to_string())?;
-        let mut opts = Options::new(Seed::from_urandom(&self.dev_root, iface.mac));
+        let mut opts = Options::new(Seed::from_kernel(&self.dev_root, iface.mac));
         opts.hostname = hostname.map(str::to_string);
         opts.timeout = self.timeout;
         opts.stop = Some(stop.clone());

@@ -103,6 +103,36 @@ pub fn finit_module(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Fills `buf` from the kernel's RNG with getrandom(2) and `GRND_INSECURE` (Linux 5.6+):
+/// never blocks and never waits for entropy. For values that must differ between
+/// machines but need not be secret (DHCP transaction ids, retransmission jitter).
+/// Reading /dev/urandom instead costs up to a second in early boot: on 6.x kernels it
+/// first runs the jitter-entropy loop until the pool is initialized.
+pub fn random_insecure(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe `rest`, a live, writable slice; the
+        // kernel writes at most that many bytes.
+        let n = unsafe {
+            nix::libc::getrandom(
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                nix::libc::GRND_INSECURE,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()

@@ -484,7 +484,7 @@ fn write_stage(
 ) -> Result<Written, WriteError> {
     let mut pos = 0u64;
     let mut head = Vec::with_capacity(HEAD as usize);
-    let mut zeroed = 0u64;
+    let mut zeroes = Zeroes::default();
     for chunk in rx {
         let data = chunk.data();
         let mut skip = 0;
@@ -495,28 +495,72 @@ fn write_stage(
         let rest = &data[skip..];
         let at = pos + skip as u64;
         for run in zero::runs(rest, at) {
-            let r = match run {
-                zero::Run::Data(s, l) => target.write_at(at + s as u64, &rest[s..s + l]),
-                zero::Run::Zero(s, l) => {
-                    zeroed += l as u64;
-                    target.zero(at + s as u64, l as u64)
+            match run {
+                zero::Run::Data(s, l) => {
+                    zeroes.flush(target)?;
+                    let offset = at + s as u64;
+                    target
+                        .write_at(offset, &rest[s..s + l])
+                        .map_err(|source| target_error(target, offset, source))?;
                 }
-            };
-            r.map_err(|source| WriteError::Target {
-                path: target.path().display().to_string(),
-                offset: at,
-                source,
-            })?;
+                zero::Run::Zero(s, l) => zeroes.add(target, at + s as u64, l as u64)?,
+            }
         }
         pos += data.len() as u64;
         progress.set_out(pos);
         back.give(chunk.buf);
     }
+    zeroes.flush(target)?;
     Ok(Written {
         head,
         len: pos,
-        zeroed,
+        zeroed: zeroes.total,
     })
+}
+
+/// A zero run is issued once it ends, not per chunk: an image's zero runs are usually
+/// longer than a buffer, and one BLKZEROOUT per run instead of one per MiB cuts the
+/// synchronous ioctls on a block device about threefold for a typical sparse image.
+/// A run is issued at [`Zeroes::MAX`] anyway, so progress stays honest on devices
+/// where zeroing is slow.
+#[derive(Default)]
+struct Zeroes {
+    /// (offset, len) not yet issued.
+    pending: Option<(u64, u64)>,
+    total: u64,
+}
+
+impl Zeroes {
+    const MAX: u64 = 64 << 20;
+
+    fn add(&mut self, target: &mut Target, offset: u64, len: u64) -> Result<(), WriteError> {
+        self.total += len;
+        match &mut self.pending {
+            Some((o, l)) if *o + *l == offset && *l + len <= Self::MAX => *l += len,
+            _ => {
+                self.flush(target)?;
+                self.pending = Some((offset, len));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, target: &mut Target) -> Result<(), WriteError> {
+        if let Some((offset, len)) = self.pending.take() {
+            target
+                .zero(offset, len)
+                .map_err(|source| target_error(target, offset, source))?;
+        }
+        Ok(())
+    }
+}
+
+fn target_error(target: &Target, offset: u64, source: io::Error) -> WriteError {
+    WriteError::Target {
+        path: target.path().display().to_string(),
+        offset,
+        source,
+    }
 }
 
 #[cfg(test)]

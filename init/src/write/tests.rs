@@ -244,6 +244,35 @@ fn an_existing_file_is_a_disk_of_its_size() {
 }
 
 #[test]
+fn zero_runs_across_buffers_and_longer_than_one_call_land_exactly() {
+    // An existing file is zeroed by writes, so every zero run must cover exactly its
+    // range: runs spanning several 1 MiB buffers, one longer than Zeroes::MAX, and
+    // runs that start and end mid-buffer.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.img");
+    std::fs::write(&p, vec![0xEEu8; 96 << 20]).unwrap();
+    let mut img = noise((1 << 20) + 4096 * 3, 12);
+    let zero_a = (3 << 20) + 4096 * 5;
+    img.extend(vec![0u8; zero_a]);
+    img.extend(noise(4096 * 7, 13));
+    let zero_b = (Zeroes::MAX as usize) + (5 << 20);
+    img.extend(vec![0u8; zero_b]);
+    img.extend(noise(100, 14));
+    let o = write(&mut &img[..], &p, &opts(Some(sha(&img)))).unwrap();
+    // A piece of a run shorter than zero::MIN_RUN at either end of a buffer is written
+    // as data: at most one per buffer boundary a run crosses.
+    let all = (zero_a + zero_b) as u64;
+    assert!(o.zeroed_bytes <= all, "{}", o.zeroed_bytes);
+    assert!(
+        o.zeroed_bytes > all - 4 * zero::MIN_RUN,
+        "{}",
+        o.zeroed_bytes
+    );
+    let got = std::fs::read(&p).unwrap();
+    assert_eq!(&got[..img.len()], &img[..]);
+}
+
+#[test]
 fn an_empty_source_is_an_empty_image() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.img");
