@@ -414,6 +414,15 @@ fn http_write(env: &Env, cfg: &config::Config, report: &status::Reporter) -> Res
 
 // --- ISO install (docs/iso.md) ---
 
+/// `ze.media-id`, which an ISO install cannot do without.
+pub fn required_media_id(c: &Configured) -> Result<String, Fatal> {
+    c.parsed
+        .config
+        .media_id
+        .clone()
+        .ok_or_else(|| Fatal::new("config", "ze.media-id: is required when ze.source=iso"))
+}
+
 /// The ISO/USB/Ventoy install: find the medium (and merge its answers file), decide the
 /// disk with the medium excluded, write the image in one verified pass, power off.
 fn iso_install(
@@ -423,12 +432,7 @@ fn iso_install(
 ) -> Result<Finish, Fatal> {
     use crate::source::media::{self, FindError, KernelOps, RealClock};
     skip_url_answers(c)?;
-    let media_id = c
-        .parsed
-        .config
-        .media_id
-        .clone()
-        .ok_or_else(|| Fatal::new("config", "ze.media-id: is required when ze.source=iso"))?;
+    let media_id = required_media_id(c)?;
     log::info!(
         "media: looking for ze.media-id={media_id} on every disk, partition and CD-ROM (up to {} s)",
         media::MEDIA_WAIT.as_secs()

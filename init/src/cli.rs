@@ -338,12 +338,7 @@ fn install_from_media(
         )
     })?;
     boot::skip_url_answers(c)?;
-    let media_id = c
-        .parsed
-        .config
-        .media_id
-        .clone()
-        .ok_or_else(|| Fatal::new("config", "ze.media-id: is required when ze.source=iso"))?;
+    let media_id = boot::required_media_id(c)?;
     let label = media.display().to_string();
     let (merged, contents) =
         boot::judge_medium(c, media, &label, &media_id).map_err(|j| match j {

@@ -32,44 +32,11 @@ pub fn noise(len: usize, seed: u32) -> Vec<u8> {
 /// rest) filled with noise, partition 4 (the remainder) an empty ext4 filesystem, and a
 /// zero MiB between partition 4 and the backup GPT. Returns partition 4's range.
 pub fn gpt_image(path: &Path, mib: u64, seed: u32) -> Result<Part> {
-    use gpt::disk::LogicalBlockSize;
     anyhow::ensure!(mib >= 24, "a GPT fixture needs at least 24 MiB");
-    let total = mib << 20;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(total)?;
-    gpt::mbr::ProtectiveMBR::with_lb_size((total / 512 - 1) as u32).overwrite_lba0(&mut f)?;
-    let mut disk = gpt::GptConfig::new()
-        .writable(true)
-        .logical_block_size(LogicalBlockSize::Lb512)
-        .create_from_device(f, None)?;
     let rest = mib - 4 - 2; // 1 MiB before partition 1, 1 MiB of slack at the end
     let quarter = rest / 4;
-    let sizes = [4, quarter, quarter, rest - 2 * quarter];
-    for (i, s) in sizes.iter().enumerate() {
-        disk.add_partition(
-            &format!("p{}", i + 1),
-            s << 20,
-            gpt::partition_types::LINUX_FS,
-            0,
-            Some(2048),
-        )?;
-    }
-    let parts: Vec<Part> = (1..=4u32)
-        .map(|n| {
-            let p = &disk.partitions()[&n];
-            Part {
-                start: p.first_lba * 512,
-                len: (p.last_lba - p.first_lba + 1) * 512,
-            }
-        })
-        .collect();
-    let mut f = disk.write()?;
+    let sizes = [4, quarter, quarter, rest - 2 * quarter].map(|s| ("", s));
+    let (mut f, parts) = gpt_disk(path, mib, &sizes, gpt::partition_types::LINUX_FS)?;
     for (i, p) in parts[..3].iter().enumerate() {
         f.seek(SeekFrom::Start(p.start))?;
         f.write_all(&noise(p.len as usize, seed + i as u32))?;
@@ -89,6 +56,49 @@ pub fn gpt_image(path: &Path, mib: u64, seed: u32) -> Result<Part> {
         bail!("mkfs.ext4 on partition 4 of {} failed", path.display());
     }
     Ok(p4)
+}
+
+/// A new `mib`-MiB disk image with a protective MBR and a GPT holding one partition of
+/// each `(name, MiB)` in `parts`, 1 MiB-aligned and consecutive (named `p1`… when the
+/// name is empty). Returns the file and the partitions' byte ranges.
+pub fn gpt_disk(
+    path: &Path,
+    mib: u64,
+    parts: &[(&str, u64)],
+    kind: gpt::partition_types::Type,
+) -> Result<(std::fs::File, Vec<Part>)> {
+    use gpt::disk::LogicalBlockSize;
+    let total = mib << 20;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(total)?;
+    gpt::mbr::ProtectiveMBR::with_lb_size((total / 512 - 1) as u32).overwrite_lba0(&mut f)?;
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .create_from_device(f, None)?;
+    for (i, (name, size)) in parts.iter().enumerate() {
+        let name = match name {
+            &"" => format!("p{}", i + 1),
+            n => n.to_string(),
+        };
+        disk.add_partition(&name, size << 20, kind.clone(), 0, Some(2048))?;
+    }
+    let ranges = (1..=parts.len() as u32)
+        .map(|n| {
+            let p = &disk.partitions()[&n];
+            Part {
+                start: p.first_lba * 512,
+                len: (p.last_lba - p.first_lba + 1) * 512,
+            }
+        })
+        .collect();
+    Ok((disk.write()?, ranges))
 }
 
 /// A copy of `part`'s bytes in its own file, for debugfs.
@@ -172,4 +182,39 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpt_fixture_has_four_partitions_and_an_empty_ext4_fourth() {
+        if !crate::prereq::require(&["mkfs.ext4", "debugfs"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fixture.img");
+        let p4 = gpt_image(&path, 24, 1).unwrap();
+        let disk = gpt::GptConfig::new().open(&path).unwrap();
+        let parts = disk.partitions();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[&1].first_lba, 2048, "1 MiB-aligned");
+        assert_eq!(parts[&1].last_lba - parts[&1].first_lba + 1, 4 << 11);
+        assert_eq!(p4.start, parts[&4].first_lba * 512);
+        assert_eq!(
+            p4.start + p4.len,
+            23 << 20,
+            "one MiB of slack before the end"
+        );
+        // Partition 4 is a filesystem debugfs can read, and it is empty.
+        assert_eq!(
+            read_ext4_file(&path, p4, "/ze/database.zefs").unwrap(),
+            None
+        );
+        // Partition 2 holds noise.
+        let bytes = std::fs::read(&path).unwrap();
+        let p2 = parts[&2].first_lba as usize * 512;
+        assert!(bytes[p2..p2 + 4096].iter().any(|b| *b != 0));
+    }
 }

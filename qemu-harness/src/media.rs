@@ -125,45 +125,18 @@ pub fn fat_image(path: &Path, size: u64, label: &str, files: &[(&str, &Path)]) -
 /// A GPT disk image of `mib` MiB with `parts` as consecutive 1 MiB-aligned partitions,
 /// each formatted and filled. Returns their byte ranges.
 pub fn data_disk(path: &Path, mib: u64, parts: &[DataPart<'_>]) -> Result<Vec<Part>> {
-    use gpt::disk::LogicalBlockSize;
-    let total = mib << 20;
     let used: u64 = parts.iter().map(|p| p.mib).sum();
     ensure!(
         used + 2 <= mib,
         "{used} MiB of partitions do not fit in {mib} MiB"
     );
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(total)?;
-    gpt::mbr::ProtectiveMBR::with_lb_size((total / 512 - 1) as u32).overwrite_lba0(&mut f)?;
-    let mut disk = gpt::GptConfig::new()
-        .writable(true)
-        .logical_block_size(LogicalBlockSize::Lb512)
-        .create_from_device(f, None)?;
-    for (i, p) in parts.iter().enumerate() {
-        disk.add_partition(
-            &format!("data{}", i + 1),
-            p.mib << 20,
-            gpt::partition_types::BASIC,
-            0,
-            Some(2048),
-        )?;
-    }
-    let ranges: Vec<Part> = (1..=parts.len() as u32)
-        .map(|n| {
-            let p = &disk.partitions()[&n];
-            Part {
-                start: p.first_lba * 512,
-                len: (p.last_lba - p.first_lba + 1) * 512,
-            }
-        })
+    let names: Vec<String> = (1..=parts.len()).map(|i| format!("data{i}")).collect();
+    let sizes: Vec<(&str, u64)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(parts.iter().map(|p| p.mib))
         .collect();
-    let mut f = disk.write()?;
+    let (mut f, ranges) = crate::fixture::gpt_disk(path, mib, &sizes, gpt::partition_types::BASIC)?;
     let tmp = tempfile::tempdir()?;
     for (i, (p, r)) in parts.iter().zip(&ranges).enumerate() {
         let img = tmp.path().join(format!("p{i}.img"));
