@@ -88,9 +88,10 @@ impl Seed {
         }
     }
 
-    /// Reads 12 bytes from `<dev_root>/urandom`. It never blocks (unlike getrandom(2)
-    /// in early boot on old kernels); if it cannot be read, the MAC and the clock
-    /// still make xids differ between machines, which is what they are for.
+    /// Reads 12 bytes from `<dev_root>/urandom`, which does not block for good (unlike
+    /// getrandom(2) without flags in early boot) but may spend a second generating
+    /// entropy first on 6.x kernels. If it cannot be read, the MAC and the clock still
+    /// make xids differ between machines, which is what they are for.
     pub fn from_urandom(dev_root: &Path, mac: Mac) -> Seed {
         let mut b = [0u8; 12];
         let path = dev_root.join("urandom");
