@@ -4,7 +4,7 @@
 //! initrd bundles. The custom kernel: built from `kernel-configs/` with every driver
 //! built in (see [`crate::kbuild`]), booted with a module-free initrd.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,31 +101,7 @@ fn fetch(cache: &Path, meta: &str) -> Result<Kernel> {
     lock.lock()?;
     if !dest.join(".complete").exists() {
         let tmp = cache.join(format!(".tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        let st = Command::new("apt-get")
-            .args(["download", "-q", &pkg])
-            .current_dir(&tmp)
-            .status()
-            .context("running apt-get download")?;
-        if !st.success() {
-            bail!("apt-get download {pkg} failed");
-        }
-        let deb = std::fs::read_dir(&tmp)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .context("apt-get download produced no .deb")?;
-        let x = tmp.join("x");
-        let st = Command::new("dpkg")
-            .args(["-x"])
-            .arg(&deb)
-            .arg(&x)
-            .status()
-            .context("running dpkg -x")?;
-        if !st.success() {
-            bail!("dpkg -x {} failed", deb.display());
-        }
+        let x = crate::deb::download_and_unpack(&pkg, &tmp)?.root;
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&x, &dest)?;
         std::fs::write(dest.join(".complete"), &pkg)?;

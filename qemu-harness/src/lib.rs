@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod bench_iso;
+pub mod deb;
 pub mod exfat;
 pub mod fixture;
 pub mod kbuild;

@@ -36,31 +36,7 @@ pub fn ipxe_binaries() -> Result<PathBuf> {
         return Ok(dir);
     }
     let tmp = cache.join(format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let st = Command::new("apt-get")
-        .args(["download", "-q", "ipxe"])
-        .current_dir(&tmp)
-        .status()
-        .context("running apt-get download ipxe")?;
-    if !st.success() {
-        bail!("apt-get download ipxe failed (run `apt-get update`?)");
-    }
-    let deb = std::fs::read_dir(&tmp)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download produced no .deb")?;
-    let x = tmp.join("x");
-    let st = Command::new("dpkg")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&x)
-        .status()
-        .context("running dpkg -x")?;
-    if !st.success() {
-        bail!("dpkg -x {} failed", deb.display());
-    }
+    let crate::deb::Unpacked { deb, root: x } = crate::deb::download_and_unpack("ipxe", &tmp)?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     // usr/lib/ipxe/ipxe.efi is a symlink to /boot/ipxe.efi, which dpkg -x put under x/.
