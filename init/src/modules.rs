@@ -142,21 +142,6 @@ pub fn read_modaliases(sys_root: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Loads the modules `index` says the hardware under `sys_root` needs, plus the
-/// `always` ones, dependencies first. Never fails as a whole: a module that does not
-/// load is reported and the rest go on.
-pub fn coldplug(
-    index: &Index,
-    bundle: &Path,
-    sys_root: &Path,
-    loader: &mut dyn Loader,
-    settle: Settle,
-) -> Report {
-    let mut plug = Plug::new(index.clone(), bundle, sys_root);
-    plug.coldplug(loader, settle);
-    plug.report
-}
-
 /// Coldplug state kept after boot, so devices that appear later (a USB stick behind a
 /// hub, a SCSI disk after usb-storage's settle delay) still get their drivers: every
 /// [`Plug::hotplug`] loads what the modaliases that are new since the last look need.
@@ -184,8 +169,10 @@ impl Plug {
         }
     }
 
-    /// The boot-time pass: the `always` modules, then rounds of matching until no
-    /// new device shows up (bounded by `settle`).
+    /// The boot-time pass: the modules the hardware under `sys_root` needs, plus the
+    /// `always` ones, dependencies first, in rounds of matching until no new device
+    /// shows up (bounded by `settle`). Never fails as a whole: a module that does not
+    /// load is reported and the rest go on.
     pub fn coldplug(&mut self, loader: &mut dyn Loader, settle: Settle) {
         let always: Vec<String> = self
             .index
@@ -336,6 +323,19 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// A fresh [`Plug`]'s boot-time pass, for the tests that need only its report.
+    fn coldplug(
+        index: &Index,
+        bundle: &Path,
+        sys_root: &Path,
+        loader: &mut dyn Loader,
+        settle: Settle,
+    ) -> Report {
+        let mut plug = Plug::new(index.clone(), bundle, sys_root);
+        plug.coldplug(loader, settle);
+        plug.report
     }
 
     fn add_device(sys: &Path, dev: &str, alias: &str) {

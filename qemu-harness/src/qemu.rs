@@ -423,19 +423,34 @@ impl Running {
     /// and returns the text from there up to and including it. A menu printed twice is
     /// matched twice. Fails (and kills QEMU) on timeout, and fails when QEMU exits first.
     pub fn expect(&mut self, i: usize, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let exited = self.poll_exit()?;
-            let log = self.serial(i);
-            let mut from = self.cursors[i].min(log.len());
+        self.poll_serial(i, needle, timeout, |run, log| {
+            let mut from = run.cursors[i].min(log.len());
             // A character cut at the end of the last read may have grown since.
             while !log.is_char_boundary(from) {
                 from -= 1;
             }
-            if let Some(at) = log[from..].find(needle) {
-                let end = from + at + needle.len();
-                self.cursors[i] = end;
-                return Ok(log[from..end].to_string());
+            let end = from + log[from..].find(needle)? + needle.len();
+            run.cursors[i] = end;
+            Some(log[from..end].to_string())
+        })
+    }
+
+    /// Reads serial port `i` every 50 ms until `found` accepts it, QEMU exits (after one
+    /// last look: the file may have been written just before the exit), or `timeout`
+    /// passes (then QEMU is killed). `needle` is for the messages.
+    fn poll_serial<T>(
+        &mut self,
+        i: usize,
+        needle: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&mut Running, &str) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.poll_exit()?;
+            let log = self.serial(i);
+            if let Some(v) = found(self, &log) {
+                return Ok(v);
             }
             if let Some(st) = exited {
                 bail!(
@@ -501,30 +516,9 @@ impl Running {
     /// Waits until serial port `i` shows `needle`. Fails when QEMU exits first or the
     /// timeout passes (then QEMU is killed).
     pub fn wait_for(&mut self, i: usize, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.serial(i).contains(needle) {
-                return Ok(());
-            }
-            if let Some(st) = self.poll_exit()? {
-                // The file may have been written just before the exit.
-                if self.serial(i).contains(needle) {
-                    return Ok(());
-                }
-                bail!(
-                    "QEMU exited ({st}) before ttyS{i} showed {needle:?}; last lines:\n{}",
-                    self.tail(i)
-                );
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                bail!(
-                    "timed out after {timeout:?} waiting for {needle:?} on ttyS{i}; last lines:\n{}",
-                    self.tail(i)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll_serial(i, needle, timeout, |_, log| {
+            log.contains(needle).then_some(())
+        })
     }
 
     /// Waits for QEMU to exit by itself (the guest powered off or rebooted under

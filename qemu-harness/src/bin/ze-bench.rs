@@ -295,10 +295,11 @@ fn middle(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median of `runs` measurements by `f`.
 fn median(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
-    let mut v = (0..runs).map(|_| f()).collect::<Result<Vec<f64>>>()?;
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v[v.len() / 2])
+    Ok(middle(
+        (0..runs).map(|_| f()).collect::<Result<Vec<f64>>>()?,
+    ))
 }
 
 fn timed_sh(cmd: &str) -> Result<f64> {
